@@ -1,0 +1,1 @@
+"""Tollgate gateway: the authenticated, rate-limited, versioned generation API."""

@@ -1,0 +1,1 @@
+"""Tollgate model registry: the auditable SQL record of every model version and alias."""

@@ -1,0 +1,1 @@
+"""Tollgate trainer: from raw text to a published, quantized model version."""

@@ -1,0 +1,1 @@
+"""Tollgate workers: the Triton python-backend generate model and its engine."""

@@ -1,15 +1,16 @@
 """Typed registry errors; callers catch these, never database driver exceptions.
 
-    RegistryError
-    ├── RegistryConfigError     settings the registry cannot use (e.g. a malformed database URL)
-    ├── RegistryUnavailable     the database cannot be reached, or a lock wait timed out
-    ├── NotFound
-    │   ├── ModelNotFound
-    │   ├── VersionNotFound
-    │   └── AliasNotSet
-    ├── InvalidInput            a bad name, weight, alias, timestamp or page cursor
-    ├── InvalidState            an action the version's or alias's state forbids
-    └── ManifestError           a manifest.json that is missing, unreadable or inconsistent
+RegistryError
+├── RegistryConfigError     settings the registry cannot use (e.g. a malformed database URL)
+├── RegistryUnavailable     the database cannot be reached, or a lock wait timed out
+├── SchemaNotCurrent        the database has not been migrated to this code's schema
+├── NotFound
+│   ├── ModelNotFound
+│   ├── VersionNotFound
+│   └── AliasNotSet
+├── InvalidInput            a bad name, weight, alias, timestamp or page cursor
+├── InvalidState            an action the version's or alias's state forbids
+└── ManifestError           a manifest.json that is missing, unreadable or inconsistent
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class RegistryConfigError(RegistryError):
 
 class RegistryUnavailable(RegistryError):
     code = "registry_unavailable"
+
+
+class SchemaNotCurrent(RegistryError):
+    code = "registry_schema_not_current"
 
 
 class NotFound(RegistryError):

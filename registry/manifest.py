@@ -83,7 +83,9 @@ def sha256_file(path: Path) -> str:
 def describe_file(version_dir: Path, relative: str, fmt: str) -> ArtifactRecord:
     """Hash and size one file of a version directory into an `ArtifactRecord`."""
     path = version_dir / relative
-    return ArtifactRecord(path=relative, format=fmt, size=path.stat().st_size, sha256=sha256_file(path))
+    return ArtifactRecord(
+        path=relative, format=fmt, size=path.stat().st_size, sha256=sha256_file(path)
+    )
 
 
 def write_manifest(version_dir: Path, manifest: Manifest) -> Path:

@@ -1,0 +1,60 @@
+"""Shared test setup: which real services (PostgreSQL, Redis) this machine offers.
+
+Tests marked `postgres` or `redis` run against the real servers named by
+`TOLLGATE_TEST_POSTGRES_URL` / `TOLLGATE_TEST_REDIS_URL`. Where a server is unreachable they
+are skipped with a clear notice, unless `TOLLGATE_TEST_REQUIRE_SERVICES=1` (set by CI), which
+turns an unreachable server into a failure.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.services import POSTGRES_URL, REDIS_URL, REQUIRE_SERVICES, reachable
+
+_SERVICES = {"postgres": (POSTGRES_URL, 5432), "redis": (REDIS_URL, 6379)}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_missing_key] = {
+        name: url for name, (url, port) in _SERVICES.items() if not reachable(url, port)
+    }
+
+
+_missing_key = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = config.stash[_missing_key]
+    for item in items:
+        for name, url in missing.items():
+            if name in item.keywords:
+                reason = f"{name} server at {url} is not reachable"
+                if REQUIRE_SERVICES:
+                    item.add_marker(pytest.mark.usefixtures("_require_services_failure"))
+                else:
+                    item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def _require_services_failure(request: pytest.FixtureRequest) -> None:
+    missing = request.config.stash[_missing_key]
+    pytest.fail(f"TOLLGATE_TEST_REQUIRE_SERVICES=1 but unreachable: {missing}")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    missing = config.stash[_missing_key]
+    lines = [f"services: postgres={POSTGRES_URL} redis={REDIS_URL}"]
+    for name, url in missing.items():
+        lines.append(f"NOTICE: {name} at {url} is not reachable; tests marked {name} will skip")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    missing = terminalreporter.config.stash[_missing_key]
+    for name, url in missing.items():
+        terminalreporter.write_line(
+            f"NOTICE: {name} at {url} was not reachable: tests marked '{name}' did not run",
+            yellow=True,
+            bold=True,
+        )

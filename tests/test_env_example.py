@@ -18,7 +18,9 @@ def _settings_classes() -> list[type[BaseSettings]]:
         found += [
             value
             for value in vars(module).values()
-            if isinstance(value, type) and issubclass(value, BaseSettings) and value is not BaseSettings
+            if isinstance(value, type)
+            and issubclass(value, BaseSettings)
+            and value.__module__ == module.__name__
         ]
     return found
 

@@ -1,0 +1,39 @@
+"""Worker settings: where the local Triton server comes from and how it listens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from registry.config import RegistrySettings
+
+
+class WorkerSettings(RegistrySettings):
+    """The local `tritonserver` process; registry settings are inherited."""
+
+    triton_host: str = Field(default="127.0.0.1", description="Address Triton binds.")
+    triton_http_port: int = Field(default=8000, ge=1, le=65535, description="Triton HTTP port.")
+    triton_grpc_port: int = Field(default=8001, ge=1, le=65535, description="Triton gRPC port.")
+    triton_metrics_port: int = Field(
+        default=8002, ge=1, le=65535, description="Triton Prometheus metrics port."
+    )
+    triton_home: Path | None = Field(
+        default=None,
+        description="Where tritonserver is unpacked and logs go; default <var_dir>/triton.",
+    )
+    triton_pytriton_version: str = Field(
+        default="0.7.0", description="nvidia-pytriton wheel release that supplies tritonserver."
+    )
+    triton_ready_timeout_s: float = Field(
+        default=120.0, gt=0, description="Seconds to wait for Triton to report ready."
+    )
+    triton_exit_timeout_s: int = Field(
+        default=30,
+        ge=0,
+        description="Grace period for in-flight requests when Triton is asked to stop.",
+    )
+
+    @property
+    def triton_path(self) -> Path:
+        return (self.triton_home or self.var_dir / "triton").expanduser().resolve()

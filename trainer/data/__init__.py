@@ -1,0 +1,1 @@
+"""The data pipeline: read, validate, scrub PII, drop outliers and duplicates, hash, split."""

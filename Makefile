@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Re-install only when the dependency list changes; a fresh checkout installs once.
 STAMP := $(VENV)/.installed
+# The model `make run` trains (tiny preset) when the registry has no ready version of it.
+MODEL ?= code-gpt
 
 .PHONY: install run test lint typecheck unit clean
 
@@ -19,6 +21,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m registry init
+	$(BIN)/python -m trainer run --preset tiny --model $(MODEL) --skip-if-published
 	$(BIN)/python -m registry models list
 
 lint: $(STAMP)

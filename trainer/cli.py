@@ -19,8 +19,9 @@ from rich.table import Table
 
 from registry import catalog, integrity, migrate
 from registry.db import RegistryDatabase, connect, reading
-from registry.errors import InvalidInput, RegistryError
+from registry.errors import InvalidInput, ModelNotFound, RegistryError
 from registry.schemas import VersionPublic
+from registry.tables import VersionStatus
 from trainer.checkpoint import load_model
 from trainer.config import TrainerSettings
 from trainer.data.pipeline import EmptyDatasetError
@@ -150,6 +151,20 @@ def _pipeline(run: Run, settings: TrainerSettings) -> VersionPublic:
         db.dispose()
 
 
+def _latest_ready(settings: TrainerSettings, model: str) -> VersionPublic | None:
+    db = _registry(settings)
+    try:
+        with reading(db) as session:
+            ready = catalog.list_versions(
+                session=session, model=model, status=VersionStatus.READY, limit=1
+            )
+    except ModelNotFound:
+        return None
+    finally:
+        db.dispose()
+    return ready.items[0] if ready.items else None
+
+
 @app.command()
 def run(
     preset: Preset = "tiny",
@@ -158,6 +173,9 @@ def run(
     max_minutes: MaxMinutes = None,
     max_steps: MaxSteps = None,
     run_dir: Annotated[Path | None, typer.Option(help="Resume this run directory.")] = None,
+    skip_if_published: Annotated[
+        bool, typer.Option(help="Do nothing if MODEL already has a ready version; print it.")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Data → tokenizer → train → ONNX export → INT8 → publish, then print the version.
@@ -167,6 +185,10 @@ def run(
     """
     with _errors():
         settings = _settings()
+        if skip_if_published and (existing := _latest_ready(settings, model)) is not None:
+            out.print(f"{model} already has a ready version; not training")
+            _show(existing, as_json)
+            return
         overrides = _training_overrides(max_minutes, max_steps)
         current = _new_run(
             settings,

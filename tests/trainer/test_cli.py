@@ -149,6 +149,15 @@ def test_run_publishes_a_ready_int8_version_with_its_record(
     assert manifest["dataset"]["sha256"] == published["dataset_sha256"]
 
 
+def test_run_can_skip_a_model_that_is_already_published(
+    workspace: Path, published: dict[str, Any]
+) -> None:
+    again = _cli(workspace, "run", "--model", "demo", "--skip-if-published", "--json")
+    assert again.returncode == 0, again.stderr
+    assert "already has a ready version" in again.stdout
+    assert _ok(again)["version"] == published["version"]
+
+
 def test_each_step_runs_alone(workspace: Path, published: dict[str, Any]) -> None:
     run_dir = workspace / "var" / "runs" / "steps"
     preset, data = str(workspace / "preset.toml"), str(workspace / "data.jsonl")

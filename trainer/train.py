@@ -418,19 +418,33 @@ def _replicas_in_sync(model: GPT, world: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point for torchrun: token ids from `.npy` files, results into the run directory."""
+    """Entry point for torchrun.
+
+    `--run-dir DIR` alone trains a run prepared by `python -m trainer data` (its preset,
+    tokenizer and token ids); `--ids-dir`, `--preset` and `--vocab-size` train raw `.npy` streams.
+    """
     parser = argparse.ArgumentParser(prog="python -m trainer.train")
-    parser.add_argument("--ids-dir", type=Path, required=True, help="holds train.npy and val.npy")
     parser.add_argument("--run-dir", type=Path, required=True)
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--vocab-size", type=int, required=True)
+    parser.add_argument("--ids-dir", type=Path, help="holds train.npy and val.npy")
+    parser.add_argument("--preset", help="preset name or .toml path")
+    parser.add_argument("--vocab-size", type=int)
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--max-minutes", type=float)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    preset = load_preset(args.preset).with_training(
-        max_steps=args.max_steps, max_minutes=args.max_minutes
-    )
+    if (args.run_dir / "run.json").exists():
+        from trainer.runs import Run  # noqa: PLC0415 (runs imports this module)
+        from trainer.tokenizer import load_tokenizer  # noqa: PLC0415
+
+        run = Run.open(args.run_dir)
+        preset = run.preset()
+        args.ids_dir = args.ids_dir or run.ids_dir
+        args.vocab_size = args.vocab_size or load_tokenizer(run.tokenizer).get_vocab_size()
+    elif args.ids_dir is None or args.preset is None or args.vocab_size is None:
+        parser.error("without a prepared run directory, give --ids-dir, --preset and --vocab-size")
+    else:
+        preset = load_preset(args.preset)
+    preset = preset.with_training(max_steps=args.max_steps, max_minutes=args.max_minutes)
     train(
         config=preset.training,
         model_config=preset.model_config(args.vocab_size),

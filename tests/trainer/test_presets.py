@@ -28,6 +28,11 @@ def test_shipped_presets_load() -> None:
         ),
         ('[tokenizer]\nvocab_size = 1\n[model]\n[training]\nprecision = "fp8"\n', "precision"),
         ("not = [toml", "invalid"),
+        (
+            "[data]\nnear_duplicate_threshold = 0.99\nminhash_permutations = 64\n"
+            "[tokenizer]\nvocab_size = 300\n[model]\n[training]\n",
+            "cannot be used with 64 MinHash permutations",
+        ),
     ],
 )
 def test_bad_presets_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from datasketch import MinHashLSH
 
 from trainer.data import dedup, hashing, pii
 from trainer.data.records import Record, Reject
@@ -40,8 +41,15 @@ class DataOptions:
     val_fraction: float = 0.05
 
     def __post_init__(self) -> None:
-        if not 0 < self.near_duplicate_threshold <= 1:
-            raise ValueError("near_duplicate_threshold must be in (0, 1]")
+        if not 0 < self.near_duplicate_threshold < 1:
+            raise ValueError("near_duplicate_threshold must be in (0, 1)")
+        try:
+            MinHashLSH(threshold=self.near_duplicate_threshold, num_perm=self.minhash_permutations)
+        except ValueError as exc:
+            raise ValueError(
+                f"near_duplicate_threshold {self.near_duplicate_threshold} cannot be used with "
+                f"{self.minhash_permutations} MinHash permutations ({exc}); lower it or add some"
+            ) from exc
         if not 0 < self.val_fraction < 1:
             raise ValueError("val_fraction must be in (0, 1)")
         if self.min_chars < 1 or self.max_chars < self.min_chars:

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from registry.config import RegistrySettings
+from workers.artifacts import ArtifactChoice
 
 
 class WorkerSettings(RegistrySettings):
@@ -32,6 +33,12 @@ class WorkerSettings(RegistrySettings):
         default=30,
         ge=0,
         description="Grace period for in-flight requests when Triton is asked to stop.",
+    )
+
+    worker_artifact: ArtifactChoice = Field(
+        default="auto",
+        description="Artifact a worker serves: auto (TensorRT if built and usable, else INT8), "
+        "int8, fp32 or tensorrt.",
     )
 
     @property

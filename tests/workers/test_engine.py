@@ -1,0 +1,178 @@
+"""The continuous-batching engine, driven without a server through fakes at its seams."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any, cast
+
+import pytest
+
+from tests.workers.fakes import CharTokenizer, FakeDecoder, ListSink
+from workers.engine import Chunk, Engine, EngineConfig, EngineStopped, GenerationRequest, Overloaded
+from workers.sampling import InvalidRequest, SamplingParams
+
+
+def _engine(decoder: FakeDecoder, **config: int) -> Engine:
+    engine = Engine(decoder=decoder, tokenizer=CharTokenizer(), config=EngineConfig(**config))
+    engine.start()
+    return engine
+
+
+def _chunks(sink: ListSink) -> list[Chunk]:
+    assert sink.done.wait(10), "no final response"
+    return cast(list[Chunk], sink.chunks)
+
+
+def _run(engine: Engine, prompt: str, **params: Any) -> tuple[str, Chunk]:
+    sink = ListSink()
+    engine.submit(
+        GenerationRequest(prompt=prompt, params=SamplingParams(temperature=0.0, **params)), sink
+    )
+    chunks = _chunks(sink)
+    return "".join(c.text for c in chunks), chunks[-1]
+
+
+def test_streams_several_tokens_per_response_then_a_final_one() -> None:
+    engine = _engine(FakeDecoder(), tokens_per_response=4)
+    sink = ListSink()
+    engine.submit(
+        GenerationRequest(prompt="hello", params=SamplingParams(max_tokens=10, temperature=0)), sink
+    )
+    chunks = _chunks(sink)
+    engine.stop()
+    final = chunks[-1]
+    assert (final.final, final.finish_reason, final.prompt_tokens, final.completion_tokens) == (
+        True,
+        "length",
+        5,
+        10,
+    )
+    assert all(len(c.token_ids) <= 4 for c in chunks)
+    assert sum(len(c.token_ids) for c in chunks) == 10
+    assert len(chunks) >= 3
+    assert set(final.timings) == {"queue_ms", "first_token_ms", "total_ms"}
+
+
+def test_requests_joining_a_running_batch_get_what_they_would_get_alone() -> None:
+    prompts = [
+        "".join(random.Random(i).choices("abcdefgh ", k=random.Random(i).randint(1, 20)))
+        for i in range(24)
+    ]
+    alone_engine = _engine(FakeDecoder())
+    alone = [_run(alone_engine, p, max_tokens=12 + i % 9)[0] for i, p in enumerate(prompts)]
+    alone_engine.stop()
+
+    decoder = FakeDecoder(step_delay_s=0.001)
+    engine = _engine(decoder, max_active=8)
+    sinks = []
+    for i, prompt in enumerate(prompts):
+        sink = ListSink()
+        params = SamplingParams(temperature=0.0, max_tokens=12 + i % 9)
+        engine.submit(GenerationRequest(prompt=prompt, params=params), sink)
+        sinks.append(sink)
+        time.sleep(random.Random(i).random() * 0.004)
+    together = ["".join(c.text for c in _chunks(s)) for s in sinks]
+    engine.stop()
+    assert together == alone
+    assert max(decoder.batch_sizes) > 1, "requests really shared decode steps"
+    assert max(decoder.batch_sizes) <= 8, "never more than max_active rows"
+
+
+def test_full_slots_and_queue_answer_overloaded() -> None:
+    gate = threading.Event()
+    engine = _engine(FakeDecoder(gate=gate), max_active=1, max_queue=2)
+    request = GenerationRequest(prompt="a", params=SamplingParams(max_tokens=5, temperature=0))
+    sinks = [ListSink() for _ in range(3)]
+    for sink in sinks:
+        engine.submit(request, sink)
+        time.sleep(0.05)
+    with pytest.raises(Overloaded, match="retry later"):
+        engine.submit(request, ListSink())
+    gate.set()
+    assert all(_chunks(s)[-1].finish_reason == "length" for s in sinks)
+    engine.stop()
+
+
+def test_a_cancelled_request_frees_its_slot_within_a_few_steps() -> None:
+    decoder = FakeDecoder(context_length=400)
+    engine = _engine(decoder, tokens_per_response=1)
+    sink = ListSink(cancel_after_chunks=2)
+    engine.submit(
+        GenerationRequest(prompt="go", params=SamplingParams(max_tokens=300, temperature=0)), sink
+    )
+    chunks = _chunks(sink)
+    assert chunks[-1].finish_reason == "cancelled"
+    assert chunks[-1].completion_tokens <= 4
+    assert engine.load == (0, 0)
+    engine.stop()
+
+
+def test_a_client_that_went_away_does_not_stop_the_others() -> None:
+    engine = _engine(FakeDecoder(), tokens_per_response=1)
+    params = SamplingParams(max_tokens=8, temperature=0)
+    engine.submit(GenerationRequest(prompt="x", params=params), ListSink(fail_on_send=True))
+    good = ListSink()
+    engine.submit(GenerationRequest(prompt="y", params=params), good)
+    assert _chunks(good)[-1].finish_reason == "length"
+    assert engine.healthy
+    engine.stop()
+
+
+def test_stop_sequences_and_end_of_text() -> None:
+    engine = _engine(FakeDecoder())
+    text, final = _run(engine, "abc", max_tokens=30)
+    stop = text[5:7]
+    cut, final = _run(engine, "abc", max_tokens=30, stop=(stop,))
+    assert (cut, final.finish_reason) == (text[: text.index(stop)], "stop")
+    engine.stop()
+    eos_engine = _engine(FakeDecoder(eos_after=6))
+    text, final = _run(eos_engine, "abc", max_tokens=30)
+    assert (final.finish_reason, final.completion_tokens, len(text)) == ("eos", 3, 3)
+    eos_engine.stop()
+
+
+def test_non_streaming_callers_get_one_response() -> None:
+    engine = _engine(FakeDecoder(), tokens_per_response=1)
+    sink = ListSink()
+    params = SamplingParams(max_tokens=9, temperature=0)
+    engine.submit(GenerationRequest(prompt="abc", params=params, stream=False), sink)
+    chunks = _chunks(sink)
+    engine.stop()
+    assert len(chunks) == 1
+    assert (len(chunks[0].token_ids), len(chunks[0].text), chunks[0].final) == (9, 9, True)
+
+
+def test_prompts_longer_than_the_context_are_refused_or_truncated() -> None:
+    engine = _engine(FakeDecoder(context_length=16))
+    with pytest.raises(InvalidRequest, match="context is 16"):
+        engine.submit(
+            GenerationRequest(prompt="a" * 20, params=SamplingParams(max_tokens=4)), ListSink()
+        )
+    sink = ListSink()
+    params = SamplingParams(max_tokens=4, temperature=0)
+    engine.submit(GenerationRequest(prompt="b" * 20, params=params, truncate=True), sink)
+    final = _chunks(sink)[-1]
+    assert (final.prompt_tokens, final.completion_tokens) == (12, 4)
+    with pytest.raises(InvalidRequest, match="max_tokens"):
+        engine.submit(
+            GenerationRequest(prompt="a", params=SamplingParams(max_tokens=16)), ListSink()
+        )
+    engine.stop()
+
+
+def test_when_the_loop_dies_every_open_request_gets_an_error() -> None:
+    engine = _engine(FakeDecoder(fail_after_steps=3), max_active=2)
+    sinks = [ListSink() for _ in range(4)]
+    for sink in sinks:
+        engine.submit(
+            GenerationRequest(prompt="abc", params=SamplingParams(max_tokens=20, temperature=0)),
+            sink,
+        )
+    finals = [_chunks(s)[-1] for s in sinks]
+    assert all("decoder exploded" in f.error for f in finals)
+    assert not engine.healthy
+    with pytest.raises(EngineStopped, match="decoder exploded"):
+        engine.submit(GenerationRequest(prompt="a"), ListSink())
+    engine.stop()

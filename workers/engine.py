@@ -1,0 +1,325 @@
+"""Continuous batching: requests join and leave the running batch at every decode step.
+
+One engine thread owns the decoder. Each turn it admits waiting requests (up to
+`max_active` sequences; newcomers are prefilled together), runs one decode step for every
+active sequence, samples each row with the request's own generator, and streams text out
+through the request's `Sink`, several tokens per response. Finished and cancelled sequences
+leave at once, freeing their slot. Past `max_active`, requests wait in a queue of
+`max_queue`; past that, `submit` raises `Overloaded`, which callers turn into 429/503.
+
+A failing request gets its own error and the others continue. If the loop itself dies, every
+open request gets an error, `healthy` turns false and new requests are refused.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from workers.detokenizer import IncrementalDetokenizer
+from workers.kvbatch import KVBatch
+from workers.runtime import Decoder
+from workers.sampling import InvalidRequest, SamplingParams, choose, make_rng
+from workers.stops import StopMatcher
+
+EOT_ID = 0
+
+
+class Overloaded(RuntimeError):
+    """Every slot and the whole queue are taken; retry later."""
+
+
+class EngineStopped(RuntimeError):
+    """The engine is not running (stopped, or its loop failed); the message says why."""
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str, add_special_tokens: bool = True) -> object: ...
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    params: SamplingParams = field(default_factory=SamplingParams)
+    stream: bool = True
+    truncate: bool = False  # keep the prompt's last tokens when it is too long, else refuse
+    request_id: str = ""
+
+
+@dataclass
+class Chunk:
+    """One response: new text and token ids; the final one carries the outcome."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    final: bool = False
+    finish_reason: str = ""  # length | stop | eos | cancelled
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # queue_ms, first_token_ms, total_ms
+    error: str = ""
+
+
+class Sink(Protocol):
+    def send(self, chunk: Chunk) -> None: ...
+    def cancelled(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_active: int = 32
+    max_queue: int = 256
+    tokens_per_response: int = 4
+    response_interval_s: float = 0.02
+
+
+class _Sequence:
+    def __init__(
+        self,
+        request: GenerationRequest,
+        sink: Sink,
+        prompt_ids: list[int],
+        tokenizer: Tokenizer,
+        now: float,
+    ) -> None:
+        self.request, self.sink, self.prompt_ids = request, sink, prompt_ids
+        self.params = request.params
+        self.rng = make_rng(request.params.seed)
+        self.detok = IncrementalDetokenizer(tokenizer, prompt_ids)
+        self.stops = StopMatcher(request.params.stop)
+        self.generated: list[int] = []
+        self.pending = -1  # sampled token not yet fed to the model
+        self.text = ""  # generated but not yet sent
+        self.ids: list[int] = []
+        self.finish_reason = ""
+        self.submitted, self.started, self.first_token = now, 0.0, 0.0
+        self.last_sent = now
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        decoder: Decoder,
+        tokenizer: Tokenizer,
+        config: EngineConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.decoder, self.tokenizer = decoder, tokenizer
+        self.config = config or EngineConfig()
+        self.clock = clock
+        self._waiting: collections.deque[_Sequence] = collections.deque()
+        self._active: list[_Sequence] = []
+        self._batch = KVBatch(decoder.shape)
+        self._lock = threading.Condition()
+        self._running = False
+        self._error = ""
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        return self._running and not self._error
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """(active sequences, waiting requests)."""
+        with self._lock:
+            return len(self._active), len(self._waiting)
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="tollgate-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking requests, let active ones finish for up to `timeout`, fail the rest."""
+        deadline = self.clock() + timeout
+        with self._lock:
+            self._running = False
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - self.clock()))
+        self._fail_all("the engine was stopped")
+
+    # -- requests ---------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, sink: Sink) -> None:
+        """Queue a request; raise InvalidRequest, Overloaded or EngineStopped at once."""
+        prompt_ids = self._prompt_ids(request)
+        sequence = _Sequence(request, sink, prompt_ids, self.tokenizer, self.clock())
+        with self._lock:
+            if not self._running or self._error:
+                raise EngineStopped(self._error or "the engine is not running")
+            if len(self._waiting) >= self.config.max_queue:
+                running, waiting = len(self._active), len(self._waiting)
+                raise Overloaded(f"{running} requests running and {waiting} waiting; retry later")
+            self._waiting.append(sequence)
+            self._lock.notify()
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        context = self.decoder.shape.context_length
+        params = request.params.validate(max_new_tokens=context - 1)
+        encoded = self.tokenizer.encode(request.prompt, add_special_tokens=False)
+        ids: list[int] = list(getattr(encoded, "ids", encoded))  # type: ignore[call-overload]
+        ids = ids or [EOT_ID]  # an empty prompt starts a new document
+        if len(ids) + 1 > context:
+            if not request.truncate:
+                raise InvalidRequest(
+                    f"the prompt has {len(ids)} tokens and the model's context is {context}: "
+                    "shorten it, or ask for truncation"
+                )
+            ids = ids[-max(1, context - params.max_tokens) :]
+        return ids
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while True:
+                newcomers = self._admit()
+                if newcomers is None:
+                    return
+                self._drop_cancelled()
+                if newcomers:
+                    self._prefill(newcomers)
+                if self._active:
+                    self._decode()
+        except Exception as exc:  # any failure here must reach every open request
+            self._error = f"the generation engine failed: {type(exc).__name__}: {exc}"
+            self._fail_all(self._error)
+
+    def _admit(self) -> list[_Sequence] | None:
+        """Take waiting requests into free slots; block while idle; None means stop."""
+        with self._lock:
+            while not self._waiting and not self._active:
+                if not self._running:
+                    return None
+                self._lock.wait(0.5)
+            free = self.config.max_active - len(self._active)
+            taken = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
+        now = self.clock()
+        for sequence in taken:
+            sequence.started = now
+        return [s for s in taken if not self._cancelled_before_start(s)]
+
+    def _cancelled_before_start(self, sequence: _Sequence) -> bool:
+        if sequence.sink.cancelled():
+            sequence.finish_reason = "cancelled"
+            self._send_final(sequence)
+            return True
+        return False
+
+    def _prefill(self, newcomers: list[_Sequence]) -> None:
+        ids, mask, positions = KVBatch.prefill_inputs([s.prompt_ids for s in newcomers])
+        empty = KVBatch(self.decoder.shape)._empty(len(newcomers), 0)
+        logits, present = self.decoder.step(ids, mask, positions, empty)
+        self._batch.join(present, mask)
+        self._active.extend(newcomers)
+        self._sample(logits, offset=len(self._active) - len(newcomers))
+
+    def _decode(self) -> None:
+        mask, positions = self._batch.decode_inputs()
+        ids = np.asarray([[s.pending] for s in self._active], dtype=np.int64)
+        logits, present = self.decoder.step(ids, mask, positions, self._batch.past)
+        self._batch.advance(present, mask)
+        self._sample(logits, offset=0)
+
+    def _sample(self, logits: np.ndarray, offset: int) -> None:  # type: ignore[type-arg]
+        now = self.clock()
+        for row, sequence in enumerate(self._active[offset:], start=offset):
+            token = choose(logits[row - offset], sequence.params, sequence.rng)
+            self._accept(sequence, token, now)
+        self._retire()
+
+    def _accept(self, sequence: _Sequence, token: int, now: float) -> None:
+        if not sequence.first_token:
+            sequence.first_token = now
+        if token == EOT_ID:
+            sequence.finish_reason = "eos"
+            return
+        sequence.generated.append(token)
+        sequence.ids.append(token)
+        text, stopped = sequence.stops.feed(sequence.detok.push(token))
+        sequence.text += text
+        total = len(sequence.prompt_ids) + len(sequence.generated)
+        if stopped:
+            sequence.finish_reason = "stop"
+        elif (
+            len(sequence.generated) >= sequence.params.max_tokens
+            or total >= self.decoder.shape.context_length
+        ):
+            sequence.finish_reason = "length"
+        elif sequence.sink.cancelled():
+            sequence.finish_reason = "cancelled"
+        else:
+            sequence.pending = token
+            due = len(sequence.ids) >= self.config.tokens_per_response or (
+                now - sequence.last_sent >= self.config.response_interval_s
+            )
+            if sequence.request.stream and due:
+                self._send(sequence, Chunk(text=sequence.text, token_ids=sequence.ids), now)
+
+    def _drop_cancelled(self) -> None:
+        for sequence in self._active:
+            if not sequence.finish_reason and sequence.sink.cancelled():
+                sequence.finish_reason = "cancelled"
+        self._retire()
+
+    def _retire(self) -> None:
+        keep = [i for i, s in enumerate(self._active) if not s.finish_reason]
+        if len(keep) == len(self._active):
+            return
+        for sequence in self._active:
+            if sequence.finish_reason:
+                self._send_final(sequence)
+        self._active = [self._active[i] for i in keep]
+        self._batch.keep(keep)
+
+    # -- responses --------------------------------------------------------------------------
+    def _send(self, sequence: _Sequence, chunk: Chunk, now: float) -> None:
+        sequence.text, sequence.ids, sequence.last_sent = "", [], now
+        if not (chunk.text or chunk.token_ids or chunk.final):
+            return
+        try:
+            sequence.sink.send(chunk)
+        except Exception:  # a client that went away must not stop the others
+            sequence.finish_reason = sequence.finish_reason or "cancelled"
+
+    def _send_final(self, sequence: _Sequence) -> None:
+        """The last response: remaining text (all of it when not streaming) and the outcome."""
+        now = self.clock()
+        if sequence.finish_reason != "stop":
+            sequence.text += sequence.stops.flush()
+        started = sequence.started or now
+        chunk = Chunk(
+            text=sequence.text,
+            token_ids=sequence.ids,
+            final=True,
+            finish_reason=sequence.finish_reason,
+            prompt_tokens=len(sequence.prompt_ids),
+            completion_tokens=len(sequence.generated),
+            timings={
+                "queue_ms": round((started - sequence.submitted) * 1000, 3),
+                "first_token_ms": round(
+                    ((sequence.first_token or now) - sequence.submitted) * 1000, 3
+                ),
+                "total_ms": round((now - sequence.submitted) * 1000, 3),
+            },
+        )
+        self._send(sequence, chunk, now)
+
+    def _fail_all(self, message: str) -> None:
+        with self._lock:
+            doomed = self._active + list(self._waiting)
+            self._active, self._waiting = [], collections.deque()
+        for sequence in doomed:
+            try:
+                sequence.sink.send(Chunk(final=True, error=message, finish_reason="error"))
+            except Exception:  # noqa: S112 (keep failing the others)
+                continue

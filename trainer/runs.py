@@ -40,6 +40,7 @@ from trainer.publish import ArtifactSource, PublishRequest, publish
 from trainer.quantize import build_tensorrt_engine, compare_quantized, export_qdq, quantize
 from trainer.tokenizer import encode_corpus, load_tokenizer, save_tokenizer, train_tokenizer
 from trainer.train import train
+from workers.repository import ENTRY_POINT
 
 
 class StepError(RuntimeError):
@@ -249,6 +250,7 @@ def step_publish(
         "model.qdq.onnx": ArtifactSource(run.export_dir / "model.qdq.onnx", "onnx-qdq"),
         "model.pt": ArtifactSource(run.weights, "pytorch"),
         "tokenizer.json": ArtifactSource(run.tokenizer, "tokenizer"),
+        "model.py": ArtifactSource(ENTRY_POINT, "triton-python"),
     }
     if quant["tensorrt"]["built"]:
         files["model.plan"] = ArtifactSource(run.export_dir / "model.plan", "tensorrt")

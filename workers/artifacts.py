@@ -40,6 +40,8 @@ def tensorrt_usable() -> bool:
 
 
 def choose(manifest: Manifest, choice: ArtifactChoice, *, tensorrt: bool) -> ArtifactRecord:
+    if choice not in {"auto", *_FORMATS}:
+        raise ArtifactError(f"unknown artifact choice {choice!r}: use auto, int8, fp32 or tensorrt")
     by_format = {a.format: a for a in manifest.artifacts}
     if choice == "auto":
         choice = "tensorrt" if tensorrt and "tensorrt" in by_format else "int8"

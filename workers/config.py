@@ -41,6 +41,22 @@ class WorkerSettings(RegistrySettings):
         "int8, fp32 or tensorrt.",
     )
 
+    worker_max_active: int = Field(
+        default=32, ge=1, description="Sequences decoded together (continuous batching slots)."
+    )
+    worker_max_queue: int = Field(
+        default=256, ge=0, description="Requests waiting for a slot; beyond it, 'overloaded'."
+    )
+    worker_tokens_per_response: int = Field(
+        default=4, ge=1, description="Tokens packed into one streamed response."
+    )
+    worker_response_interval_ms: float = Field(
+        default=20.0, ge=0, description="Send a streamed response at least this often (ms)."
+    )
+    worker_threads: int = Field(
+        default=0, ge=0, description="ONNX Runtime threads per model; 0 lets it choose."
+    )
+
     @property
     def triton_path(self) -> Path:
         return (self.triton_home or self.var_dir / "triton").expanduser().resolve()

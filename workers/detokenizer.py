@@ -14,7 +14,7 @@ REPLACEMENT = "\ufffd"
 
 
 class Decoder(Protocol):
-    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
+    def decode(self, ids: list[int], /, *, skip_special_tokens: bool = True) -> str: ...
 
 
 class IncrementalDetokenizer:

@@ -39,9 +39,14 @@ class EngineStopped(RuntimeError):
     """The engine is not running (stopped, or its loop failed); the message says why."""
 
 
+class Encoded(Protocol):
+    @property
+    def ids(self) -> list[int]: ...
+
+
 class Tokenizer(Protocol):
-    def encode(self, text: str, add_special_tokens: bool = True) -> object: ...
-    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
+    def encode(self, text: str, /, *, add_special_tokens: bool = True) -> Encoded: ...
+    def decode(self, ids: list[int], /, *, skip_special_tokens: bool = True) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class Engine:
         self._active: list[_Sequence] = []
         self._batch = KVBatch(decoder.shape)
         self._lock = threading.Condition()
+        self._starting = 0  # admitted, being prefilled
         self._running = False
         self._error = ""
         self._thread: threading.Thread | None = None
@@ -157,7 +163,9 @@ class Engine:
         with self._lock:
             if not self._running or self._error:
                 raise EngineStopped(self._error or "the engine is not running")
-            if len(self._waiting) >= self.config.max_queue:
+            # Capacity is every slot plus the queue behind them.
+            outstanding = len(self._active) + self._starting + len(self._waiting)
+            if outstanding >= self.config.max_active + self.config.max_queue:
                 running, waiting = len(self._active), len(self._waiting)
                 raise Overloaded(f"{running} requests running and {waiting} waiting; retry later")
             self._waiting.append(sequence)
@@ -166,9 +174,9 @@ class Engine:
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         context = self.decoder.shape.context_length
         params = request.params.validate(max_new_tokens=context - 1)
-        encoded = self.tokenizer.encode(request.prompt, add_special_tokens=False)
-        ids: list[int] = list(getattr(encoded, "ids", encoded))  # type: ignore[call-overload]
-        ids = ids or [EOT_ID]  # an empty prompt starts a new document
+        ids = list(self.tokenizer.encode(request.prompt, add_special_tokens=False).ids) or [
+            EOT_ID
+        ]  # an empty prompt starts a new document
         if len(ids) + 1 > context:
             if not request.truncate:
                 raise InvalidRequest(
@@ -203,6 +211,7 @@ class Engine:
                 self._lock.wait(0.5)
             free = self.config.max_active - len(self._active)
             taken = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
+            self._starting = len(taken)
         now = self.clock()
         for sequence in taken:
             sequence.started = now
@@ -220,7 +229,9 @@ class Engine:
         empty = KVBatch(self.decoder.shape)._empty(len(newcomers), 0)
         logits, present = self.decoder.step(ids, mask, positions, empty)
         self._batch.join(present, mask)
-        self._active.extend(newcomers)
+        with self._lock:
+            self._active.extend(newcomers)
+            self._starting = 0
         self._sample(logits, offset=len(self._active) - len(newcomers))
 
     def _decode(self) -> None:

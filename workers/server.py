@@ -41,12 +41,14 @@ class TritonServer:
         repository: Path,
         models: Sequence[str] = (),
         log_path: Path | None = None,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.install = install
         self.settings = settings
         self.repository = repository
         self.models = list(models)
         self.log_path = log_path or settings.triton_path / "logs" / "tritonserver.log"
+        self.environment = environment or {}
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,6 +58,10 @@ class TritonServer:
     @property
     def grpc_url(self) -> str:
         return f"{self.settings.triton_host}:{self.settings.triton_grpc_port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     @property
     def pid(self) -> int | None:
@@ -92,7 +98,7 @@ class TritonServer:
                 self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **self.install.environment()},
+                env={**os.environ, **self.install.environment(), **self.environment},
                 start_new_session=True,
             )
         self.wait_ready(self.settings.triton_ready_timeout_s)

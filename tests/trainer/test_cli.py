@@ -119,6 +119,7 @@ def test_run_publishes_a_ready_int8_version_with_its_record(
         "model.onnx": "onnx",
         "model.qdq.onnx": "onnx-qdq",
         "model.pt": "pytorch",
+        "model.py": "triton-python",
         "tokenizer.json": "tokenizer",
     }
     metrics = published["metrics"]

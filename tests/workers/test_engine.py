@@ -95,6 +95,22 @@ def test_full_slots_and_queue_answer_overloaded() -> None:
     engine.stop()
 
 
+def test_without_a_queue_only_free_slots_take_requests() -> None:
+    gate = threading.Event()
+    engine = _engine(FakeDecoder(gate=gate), max_active=2, max_queue=0)
+    request = GenerationRequest(prompt="a", params=SamplingParams(max_tokens=3, temperature=0))
+    sinks = [ListSink(), ListSink()]
+    for sink in sinks:
+        engine.submit(request, sink)
+    with pytest.raises(Overloaded):
+        engine.submit(request, ListSink())
+    gate.set()
+    assert all(_chunks(s)[-1].finish_reason == "length" for s in sinks)
+    engine.submit(request, late := ListSink())
+    assert _chunks(late)[-1].finish_reason == "length"
+    engine.stop()
+
+
 def test_a_cancelled_request_frees_its_slot_within_a_few_steps() -> None:
     decoder = FakeDecoder(context_length=400)
     engine = _engine(decoder, tokens_per_response=1)

@@ -1,0 +1,99 @@
+"""`python -m workers serve`: a local Triton serving the registry's model versions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import site
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from registry import migrate
+from registry.db import connect
+from registry.errors import RegistryError
+from workers.binary import TritonUnavailable, ensure_tritonserver
+from workers.config import WorkerSettings
+from workers.repository import servable_models, write_model_config
+from workers.server import TritonServer
+
+app = typer.Typer(
+    help="Tollgate workers: a local Triton server.", no_args_is_help=True, add_completion=False
+)
+out = Console()
+err = Console(stderr=True)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def python_path() -> str:
+    """Where the model's Python code and its dependencies are, for TOLLGATE_PYTHONPATH."""
+    return os.pathsep.join([str(ROOT), *site.getsitepackages()])
+
+
+def prepare(settings: WorkerSettings) -> dict[str, list[int]]:
+    """Write config.pbtxt for every model with versions to serve; return them."""
+    db = connect(settings)
+    try:
+        migrate.check_schema(db)
+        models = servable_models(db, settings.model_repository)
+    finally:
+        db.dispose()
+    for name, versions in models.items():
+        write_model_config(settings.model_repository, name, versions, settings)
+    return models
+
+
+def server_for(settings: WorkerSettings, models: list[str]) -> TritonServer:
+    install = ensure_tritonserver(settings.triton_path, settings.triton_pytriton_version)
+    return TritonServer(
+        install=install,
+        settings=settings,
+        repository=settings.model_repository,
+        models=models,
+        environment={"TOLLGATE_PYTHONPATH": python_path()},
+    )
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        list[str] | None, typer.Option(help="Serve only these models (repeatable).")
+    ] = None,
+) -> None:
+    """Start Triton on the model repository; stop cleanly on Ctrl-C or SIGTERM."""
+    settings = WorkerSettings()
+    try:
+        models = prepare(settings)
+        if model:
+            missing = sorted(set(model) - set(models))
+            if missing:
+                raise TritonUnavailable(
+                    f"no servable versions for {missing}: publish with `python -m trainer run`"
+                )
+            models = {m: models[m] for m in model}
+        if not models:
+            raise TritonUnavailable(
+                "no model has a ready version to serve: run `python -m trainer run` first"
+            )
+        server = server_for(settings, sorted(models))
+        server.start()
+    except (RegistryError, TritonUnavailable) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    for name, versions in sorted(models.items()):
+        out.print(f"serving {name} versions {versions}")
+    out.print(
+        f"Triton ready: HTTP {server.http_url}, gRPC {server.grpc_url}; log {server.log_path}"
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if not server.running:
+            err.print(f"[red]error:[/] tritonserver exited: {server.log_tail()}", highlight=False)
+            raise typer.Exit(1)
+    out.print("stopping: in-flight requests get the grace period")
+    server.stop()

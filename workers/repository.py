@@ -1,0 +1,111 @@
+"""The Triton side of the model repository: each model's `config.pbtxt` and its versions.
+
+A version directory (written by `python -m trainer publish`) holds `model.py`, the entry point
+copied from `workers/triton_entry.py`, beside the artifacts. The model-level `config.pbtxt`
+declares the decoupled python-backend model with the generate I/O contract, the versions to
+serve (a specific version policy) and the engine's settings as parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from registry import aliases, catalog
+from registry.db import RegistryDatabase, reading
+from registry.tables import VersionStatus
+from workers.config import WorkerSettings
+
+ENTRY_POINT = Path(__file__).with_name("triton_entry.py")
+
+_CONFIG = """\
+# Written by `python -m workers serve`; the versions follow the registry.
+name: "{name}"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy {{ decoupled: true }}
+version_policy: {{ specific: {{ versions: [ {versions} ] }} }}
+input [
+  {{ name: "text_input" data_type: TYPE_STRING dims: [ 1 ] }},
+  {{ name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true }},
+  {{ name: "temperature" data_type: TYPE_FP32 dims: [ 1 ] optional: true }},
+  {{ name: "top_p" data_type: TYPE_FP32 dims: [ 1 ] optional: true }},
+  {{ name: "top_k" data_type: TYPE_INT32 dims: [ 1 ] optional: true }},
+  {{ name: "seed" data_type: TYPE_UINT64 dims: [ 1 ] optional: true }},
+  {{ name: "stop" data_type: TYPE_STRING dims: [ -1 ] optional: true }},
+  {{ name: "stream" data_type: TYPE_BOOL dims: [ 1 ] optional: true }},
+  {{ name: "truncate" data_type: TYPE_BOOL dims: [ 1 ] optional: true }}
+]
+output [
+  {{ name: "text_output" data_type: TYPE_STRING dims: [ 1 ] }},
+  {{ name: "token_ids" data_type: TYPE_INT32 dims: [ -1 ] }},
+  {{ name: "finish_reason" data_type: TYPE_STRING dims: [ 1 ] }},
+  {{ name: "prompt_tokens" data_type: TYPE_INT32 dims: [ 1 ] }},
+  {{ name: "completion_tokens" data_type: TYPE_INT32 dims: [ 1 ] }},
+  {{ name: "queue_ms" data_type: TYPE_FP32 dims: [ 1 ] }},
+  {{ name: "first_token_ms" data_type: TYPE_FP32 dims: [ 1 ] }},
+  {{ name: "total_ms" data_type: TYPE_FP32 dims: [ 1 ] }}
+]
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+{parameters}
+"""
+
+
+def model_config(name: str, versions: Iterable[int], settings: WorkerSettings) -> str:
+    parameters = {
+        "artifact": settings.worker_artifact,
+        "max_active": settings.worker_max_active,
+        "max_queue": settings.worker_max_queue,
+        "tokens_per_response": settings.worker_tokens_per_response,
+        "response_interval_ms": settings.worker_response_interval_ms,
+        "threads": settings.worker_threads,
+        "grace_s": settings.triton_exit_timeout_s,
+    }
+    lines = "\n".join(
+        f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
+        for k, v in parameters.items()
+    )
+    return _CONFIG.format(
+        name=name, versions=", ".join(str(v) for v in sorted(versions)), parameters=lines
+    )
+
+
+def write_model_config(
+    repository: Path, name: str, versions: Iterable[int], settings: WorkerSettings
+) -> Path:
+    path = repository / name / "config.pbtxt"
+    tmp = path.with_suffix(".pbtxt.tmp")
+    tmp.write_text(model_config(name, versions, settings))
+    tmp.replace(path)
+    return path
+
+
+def versions_to_serve(db: RegistryDatabase, model: str) -> list[int]:
+    """What a worker should hold: the versions aliases name, and the newest ready version."""
+    with reading(db) as session:
+        wanted = {state.version for state in aliases.get_aliases(session=session, model=model)}
+        newest = catalog.list_versions(
+            session=session, model=model, status=VersionStatus.READY, limit=1
+        )
+    wanted |= {v.version for v in newest.items}
+    return sorted(wanted)
+
+
+def servable_models(db: RegistryDatabase, repository: Path) -> dict[str, list[int]]:
+    """Every registered model with versions to serve whose directories hold the entry point."""
+    found: dict[str, list[int]] = {}
+    cursor: str | None = None
+    while True:
+        with reading(db) as session:
+            page = catalog.list_models(session=session, limit=100, cursor=cursor)
+        for model in page.items:
+            versions = [
+                v
+                for v in versions_to_serve(db, model.name)
+                if (repository / model.name / str(v) / "model.py").is_file()
+            ]
+            if versions:
+                found[model.name] = versions
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor

@@ -135,12 +135,21 @@ def decode_speed(
 
 
 def compare_quantized(
-    *, fp32_path: Path, int8_path: Path, val_ids: npt.NDArray[np.int32], context: int
+    *,
+    fp32_path: Path,
+    int8_path: Path,
+    val_ids: npt.NDArray[np.int32],
+    context: int,
+    rounds: int = 3,
 ) -> QuantizationMetrics:
     prompt = val_ids[: min(16, context // 2)].astype(np.int64)
     steps = max(8, min(64, context - len(prompt) - 1))
-    fp32_speed = decode_speed(fp32_path, prompt=prompt, steps=steps)
-    int8_speed = decode_speed(int8_path, prompt=prompt, steps=steps)
+    # Interleaved rounds, median of each: this machine's speed drifts between runs.
+    speeds: dict[Path, list[float]] = {fp32_path: [], int8_path: []}
+    for _ in range(rounds):
+        for path, measured in speeds.items():
+            measured.append(decode_speed(path, prompt=prompt, steps=steps))
+    fp32_speed, int8_speed = (float(np.median(speeds[p])) for p in (fp32_path, int8_path))
     fp32_ppl = perplexity(fp32_path, val_ids, context=context)
     int8_ppl = perplexity(int8_path, val_ids, context=context)
     return QuantizationMetrics(

@@ -1,0 +1,323 @@
+"""Generation throughput and latency through a real Triton, beside two references.
+
+For each concurrency level, the same requests (greedy, `--max-tokens` new tokens each, all
+arriving at once) are served three ways on the same weights, in one run:
+
+- triton:       `python -m workers`'s generate model in a real tritonserver, gRPC streaming;
+- ort-batched:  ONNX Runtime's raw batched decode with no server: one prefill and one decode
+                loop over the whole batch (the ceiling);
+- transformers: Hugging Face `generate()` serving the requests one after another, as a
+                straightforward server would.
+
+It prints aggregate tokens/s, time to first token (p50, p99) and mean inter-token latency, and
+saves a plot. Usage (settings from TOLLGATE_*; the model needs a ready version):
+
+    python -m bench.generation --model code-gpt --concurrency 1,8,32,64 --max-tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import tritonclient.grpc as grpcclient
+from rich.console import Console
+from rich.table import Table
+from tokenizers import Tokenizer
+from tritonclient.grpc.aio import InferenceServerClient
+
+from registry import catalog
+from registry.db import connect, reading
+from registry.tables import VersionStatus
+from trainer.checkpoint import load_model
+from trainer.export_hf import export_hf
+from workers.artifacts import resolve
+from workers.cli import prepare, server_for
+from workers.config import WorkerSettings
+from workers.kvbatch import KVBatch
+from workers.runtime import OnnxDecoder
+
+
+@dataclass
+class Measurement:
+    system: str
+    concurrency: int
+    tokens: int = 0
+    wall_s: float = 0.0
+    ttft_s: list[float] = field(default_factory=list)
+    itl_s: list[float] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s if self.wall_s else 0.0
+
+    def pct(self, values: list[float], q: float) -> float:
+        return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+def prompts_for(tokenizer: Tokenizer, count: int, length: int) -> list[str]:
+    """`count` different code prompts of about `length` tokens."""
+    seeds = [
+        "import os\nimport sys\n",
+        "def main(argv):\n",
+        "class Parser:\n    def __init__(self",
+        "for item in items:\n",
+    ]
+    out = []
+    for i in range(count):
+        text = seeds[i % len(seeds)] + f"    value_{i} = compute({i}, "
+        ids = tokenizer.encode(text * 8).ids[:length]
+        out.append(tokenizer.decode(ids))
+    return out
+
+
+async def _one(
+    url: str, target: tuple[str, str], prompt: str, max_tokens: int, m: Measurement
+) -> None:
+    model, version = target
+    text = grpcclient.InferInput("text_input", [1], "BYTES")
+    text.set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
+    limit = grpcclient.InferInput("max_tokens", [1], "INT32")
+    limit.set_data_from_numpy(np.array([max_tokens], dtype=np.int32))
+    temperature = grpcclient.InferInput("temperature", [1], "FP32")
+    temperature.set_data_from_numpy(np.array([0.0], dtype=np.float32))
+
+    async def one() -> AsyncIterator[dict[str, Any]]:
+        yield {"model_name": model, "model_version": version, "inputs": [text, limit, temperature]}
+
+    start = last = time.perf_counter()
+    first = True
+    async with InferenceServerClient(url) as client:
+        async for result, error in client.stream_infer(inputs_iterator=one()):
+            if error is not None:
+                raise error
+            now = time.perf_counter()
+            count = len(result.as_numpy("token_ids"))
+            if count:
+                if first:
+                    m.ttft_s.append(now - start)
+                    first = False
+                else:
+                    m.itl_s.extend([(now - last) / count] * count)
+                last = now
+                m.tokens += count
+            if result.as_numpy("finish_reason")[0]:
+                return
+
+
+def bench_triton(
+    url: str, model: str, version: str, prompts: list[str], max_tokens: int
+) -> Measurement:
+    m = Measurement("triton", len(prompts))
+
+    async def run() -> None:
+        await asyncio.gather(*(_one(url, (model, version), p, max_tokens, m) for p in prompts))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    m.wall_s = time.perf_counter() - start
+    return m
+
+
+def bench_ort(
+    decoder: OnnxDecoder, tokenizer: Tokenizer, prompts: list[str], max_tokens: int
+) -> Measurement:
+    m = Measurement("ort-batched", len(prompts))
+    batch = KVBatch(decoder.shape)
+    start = time.perf_counter()
+    ids, mask, positions = KVBatch.prefill_inputs([tokenizer.encode(p).ids for p in prompts])
+    logits, present = decoder.step(ids, mask, positions, batch._empty(len(prompts), 0))
+    batch.join(present, mask)
+    m.ttft_s = [time.perf_counter() - start] * len(prompts)
+    for _ in range(max_tokens - 1):
+        step_start = time.perf_counter()
+        nxt = logits.argmax(-1)[:, None].astype(np.int64)
+        step_mask, step_positions = batch.decode_inputs()
+        logits, present = decoder.step(nxt, step_mask, step_positions, batch.past)
+        batch.advance(present, step_mask)
+        m.itl_s.extend([time.perf_counter() - step_start] * len(prompts))
+    m.wall_s = time.perf_counter() - start
+    m.tokens = max_tokens * len(prompts)
+    return m
+
+
+class _FirstToken:
+    """A transformers streamer that notes when the first new token arrives."""
+
+    def __init__(self) -> None:
+        self.calls, self.first = 0, 0.0
+
+    def put(self, value: Any) -> None:
+        self.calls += 1
+        if self.calls == 2:  # the first call carries the prompt
+            self.first = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+def bench_transformers(
+    hf: Any, tokenizer: Tokenizer, prompts: list[str], max_tokens: int
+) -> Measurement:
+    m = Measurement("transformers", len(prompts))
+    start = time.perf_counter()
+    previous_end = start
+    for prompt in prompts:
+        ids = torch.tensor([tokenizer.encode(prompt).ids])
+        streamer = _FirstToken()
+        with torch.no_grad():
+            hf.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_tokens,
+                min_new_tokens=max_tokens,
+                do_sample=False,
+                streamer=streamer,
+                pad_token_id=0,
+            )
+        end = time.perf_counter()
+        m.ttft_s.append(streamer.first - start)
+        m.itl_s.extend([(end - streamer.first) / max(1, max_tokens - 1)] * (max_tokens - 1))
+        previous_end = end
+    m.wall_s = previous_end - start
+    m.tokens = max_tokens * len(prompts)
+    return m
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.generation")
+    parser.add_argument("--model", default="code-gpt")
+    parser.add_argument("--version", type=int, help="default: the newest ready version")
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--plot", type=Path, help="default: <var_dir>/bench/generation.png")
+    args = parser.parse_args()
+    console = Console()
+    settings = WorkerSettings()
+    db = connect(settings)
+    with reading(db) as session:
+        if args.version is None:
+            newest = catalog.list_versions(
+                session=session, model=args.model, status=VersionStatus.READY, limit=1
+            )
+            args.version = newest.items[0].version
+    db.dispose()
+    version_dir = settings.model_repository / args.model / str(args.version)
+    served = resolve(version_dir, settings.worker_artifact)
+    tokenizer = Tokenizer.from_file(str(served.tokenizer))
+    context = int(served.manifest.hyperparameters["model"]["context_length"])
+    decoder = OnnxDecoder(served.path, context_length=context)
+    hf = None
+    if not args.skip_transformers:
+        out = Path(tempfile.mkdtemp())
+        export_hf(
+            model=load_model(version_dir / "model.pt"), tokenizer_path=served.tokenizer, out_dir=out
+        )
+        from transformers import AutoModelForCausalLM  # noqa: PLC0415 (only for this reference)
+
+        hf = AutoModelForCausalLM.from_pretrained(out)
+        hf.eval()  # type: ignore[no-untyped-call]
+    levels = [int(c) for c in args.concurrency.split(",")]
+    settings = settings.model_copy(
+        update={"worker_max_active": max(levels), "worker_max_queue": max(levels)}
+    )
+    prepare(settings)
+    results: list[Measurement] = []
+    console.print(
+        f"{args.model} v{args.version}: {served.path.name}, context {context}; "
+        f"{args.max_tokens} new tokens per request"
+    )
+    with server_for(settings, [args.model]) as server:
+        bench_triton(
+            server.grpc_url,
+            args.model,
+            str(args.version),
+            prompts_for(tokenizer, 4, args.prompt_tokens),
+            8,
+        )  # warm-up
+        for level in levels:
+            prompts = prompts_for(tokenizer, level, args.prompt_tokens)
+            results.append(
+                bench_triton(
+                    server.grpc_url, args.model, str(args.version), prompts, args.max_tokens
+                )
+            )
+            results.append(bench_ort(decoder, tokenizer, prompts, args.max_tokens))
+            if hf is not None:
+                results.append(bench_transformers(hf, tokenizer, prompts, args.max_tokens))
+            console.print(f"concurrency {level} done")
+    table = Table(
+        "concurrency",
+        "system",
+        "tokens/s",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "ITL mean ms",
+        "vs ort",
+        "vs transformers",
+    )
+    for level in levels:
+        row = {m.system: m for m in results if m.concurrency == level}
+        for m in row.values():
+            ort = row["ort-batched"].tokens_per_s
+            hf_tps = row["transformers"].tokens_per_s if "transformers" in row else float("nan")
+            table.add_row(
+                str(level),
+                m.system,
+                f"{m.tokens_per_s:,.0f}",
+                f"{m.pct(m.ttft_s, 50):.1f}",
+                f"{m.pct(m.ttft_s, 99):.1f}",
+                f"{statistics.fmean(m.itl_s) * 1000:.2f}" if m.itl_s else "-",
+                f"{m.tokens_per_s / ort:.2f}x",
+                f"{m.tokens_per_s / hf_tps:.1f}x",
+            )
+    console.print(table)
+    plot = args.plot or settings.var_dir / "bench" / "generation.png"
+    save_plot(results, levels, plot)
+    console.print(f"plot: {plot}")
+
+
+def save_plot(results: list[Measurement], levels: list[int], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for system in dict.fromkeys(m.system for m in results):
+        rows = [
+            next(m for m in results if m.system == system and m.concurrency == c) for c in levels
+        ]
+        left.plot(levels, [m.tokens_per_s for m in rows], marker="o", label=system)
+        right.plot(levels, [m.pct(m.ttft_s, 50) for m in rows], marker="o", label=system)
+    left.set(
+        xlabel="concurrent streams", ylabel="aggregate tokens/s", xscale="log", title="throughput"
+    )
+    right.set(
+        xlabel="concurrent streams",
+        ylabel="TTFT p50 (ms)",
+        xscale="log",
+        yscale="log",
+        title="time to first token",
+    )
+    for axis in (left, right):
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,16 +24,18 @@ class IncrementalDetokenizer:
         self._ids = list(prompt_ids[-window:])
         self._prefix = 0
         self._read = len(self._ids)
+        self._before = decoder.decode(self._ids) if self._ids else ""  # text of ids[prefix:read]
 
     def push(self, token_id: int) -> str:
         """Add one token; return the text it completes (possibly empty)."""
         self._ids.append(token_id)
-        before = self._decoder.decode(self._ids[self._prefix : self._read])
+        before = self._before
         after = self._decoder.decode(self._ids[self._prefix :])
         if after.endswith(REPLACEMENT) or len(after) <= len(before):
             return ""
         delta = after[len(before) :]
-        self._prefix, self._read = self._read, len(self._ids)
+        # The next window starts where this one was read up to; its text is this delta.
+        self._prefix, self._read, self._before = self._read, len(self._ids), delta
         # Only the window is ever decoded again; drop what lies before it.
         if self._prefix > 64:
             del self._ids[: self._prefix]

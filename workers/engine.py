@@ -125,6 +125,7 @@ class Engine:
         self._batch = KVBatch(decoder.shape)
         self._lock = threading.Condition()
         self._starting = 0  # admitted, being prefilled
+        self._steps = 0
         self._running = False
         self._error = ""
         self._thread: threading.Thread | None = None
@@ -243,8 +244,14 @@ class Engine:
 
     def _sample(self, logits: np.ndarray, offset: int) -> None:  # type: ignore[type-arg]
         now = self.clock()
+        greedy = logits.argmax(axis=-1)  # one call for every greedy row
         for row, sequence in enumerate(self._active[offset:], start=offset):
-            token = choose(logits[row - offset], sequence.params, sequence.rng)
+            params = sequence.params
+            token = (
+                int(greedy[row - offset])
+                if params.greedy
+                else choose(logits[row - offset], params, sequence.rng)
+            )
             self._accept(sequence, token, now)
         self._retire()
 
@@ -277,6 +284,10 @@ class Engine:
                 self._send(sequence, Chunk(text=sequence.text, token_ids=sequence.ids), now)
 
     def _drop_cancelled(self) -> None:
+        """Every few steps, retire sequences whose client went away (asking can cost an IPC)."""
+        self._steps += 1
+        if self._steps % self.config.tokens_per_response:
+            return
         for sequence in self._active:
             if not sequence.finish_reason and sequence.sink.cancelled():
                 sequence.finish_reason = "cancelled"

@@ -28,6 +28,11 @@ err = Console(stderr=True)
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@app.callback()
+def main() -> None:
+    """Tollgate workers: a local Triton server for the registry's model versions."""
+
+
 def python_path() -> str:
     """Where the model's Python code and its dependencies are, for TOLLGATE_PYTHONPATH."""
     return os.pathsep.join([str(ROOT), *site.getsitepackages()])

@@ -179,13 +179,15 @@ def test_prompts_longer_than_the_context_are_refused_or_truncated() -> None:
 
 
 def test_when_the_loop_dies_every_open_request_gets_an_error() -> None:
-    engine = _engine(FakeDecoder(fail_after_steps=3), max_active=2)
+    gate = threading.Event()  # every request is in before the first step fails
+    engine = _engine(FakeDecoder(fail_after_steps=3, gate=gate), max_active=2)
     sinks = [ListSink() for _ in range(4)]
     for sink in sinks:
         engine.submit(
             GenerationRequest(prompt="abc", params=SamplingParams(max_tokens=20, temperature=0)),
             sink,
         )
+    gate.set()
     finals = [_chunks(s)[-1] for s in sinks]
     assert all("decoder exploded" in f.error for f in finals)
     assert not engine.healthy

@@ -89,10 +89,15 @@ def _settings() -> TrainerSettings:
     return settings
 
 
-def _registry(settings: TrainerSettings) -> RegistryDatabase:
+@contextmanager
+def _registry(settings: TrainerSettings) -> Iterator[RegistryDatabase]:
+    """The registry, migrated first: the trainer can be the first to use a fresh one."""
     db = connect(settings)
-    migrate.upgrade(db)  # the trainer can be the first to use a fresh registry
-    return db
+    try:
+        migrate.upgrade(db)
+        yield db
+    finally:
+        db.dispose()
 
 
 def _training_overrides(max_minutes: float | None, max_steps: int | None) -> dict[str, Any]:
@@ -138,8 +143,7 @@ def _pipeline(run: Run, settings: TrainerSettings) -> VersionPublic:
         step_export(run, out)
     if not (run.export_dir / "quantization.json").exists():
         step_quantize(run, out)
-    db = _registry(settings)
-    try:
+    with _registry(settings) as db:
         if run.published.exists():
             ref = json.loads(run.published.read_text())
             with reading(db) as session:
@@ -147,21 +151,16 @@ def _pipeline(run: Run, settings: TrainerSettings) -> VersionPublic:
                     session=session, model=ref["model"], version=ref["version"]
                 )
         return step_publish(run, out, db=db, repository=settings.model_repository)
-    finally:
-        db.dispose()
 
 
 def _latest_ready(settings: TrainerSettings, model: str) -> VersionPublic | None:
-    db = _registry(settings)
     try:
-        with reading(db) as session:
+        with _registry(settings) as db, reading(db) as session:
             ready = catalog.list_versions(
                 session=session, model=model, status=VersionStatus.READY, limit=1
             )
     except ModelNotFound:
         return None
-    finally:
-        db.dispose()
     return ready.items[0] if ready.items else None
 
 
@@ -256,14 +255,11 @@ def publish_step(run_dir: RunDir, as_json: AsJson = False) -> None:
     """Publish the run atomically into the model repository and the registry."""
     with _errors():
         settings = _settings()
-        db = _registry(settings)
-        try:
-            _show(
-                step_publish(Run.open(run_dir), out, db=db, repository=settings.model_repository),
-                as_json,
+        with _registry(settings) as db:
+            version = step_publish(
+                Run.open(run_dir), out, db=db, repository=settings.model_repository
             )
-        finally:
-            db.dispose()
+        _show(version, as_json)
 
 
 def _version_files(settings: TrainerSettings, ref: str) -> tuple[str, int, Path]:
@@ -271,20 +267,13 @@ def _version_files(settings: TrainerSettings, ref: str) -> tuple[str, int, Path]
     model, _, number = ref.partition(":")
     if not number.isdigit():
         raise InvalidInput(f"name a version as MODEL:VERSION, got {ref!r}")
-    db = _registry(settings)
-    try:
-        with reading(db) as session:
-            version = catalog.get_version(session=session, model=model, version=int(number))
-            if version.status != "ready":
-                raise StepError(f"{model} v{number} is {version.status}, not ready")
-            report = integrity.verify_version(
-                session=session,
-                repository=settings.model_repository,
-                model=model,
-                version=int(number),
-            )
-    finally:
-        db.dispose()
+    with _registry(settings) as db, reading(db) as session:
+        version = catalog.get_version(session=session, model=model, version=int(number))
+        if version.status != "ready":
+            raise StepError(f"{model} v{number} is {version.status}, not ready")
+        report = integrity.verify_version(
+            session=session, repository=settings.model_repository, model=model, version=int(number)
+        )
     if not report.ok:
         raise StepError(
             f"{model} v{number} fails verification: {[p.model_dump() for p in report.problems]}"
@@ -353,11 +342,8 @@ def recover_command(model: str) -> None:
     """Clean up after a publish of MODEL that was killed (publish also does this first)."""
     with _errors():
         settings = _settings()
-        db = _registry(settings)
-        try:
-            with model_lock(settings.model_repository / catalog.validate_model_name(model)):
-                report = recover(db=db, repository=settings.model_repository, model=model)
-        finally:
-            db.dispose()
+        lock = model_lock(settings.model_repository / catalog.validate_model_name(model))
+        with _registry(settings) as db, lock:
+            report = recover(db=db, repository=settings.model_repository, model=model)
         for action in report.actions or ["nothing to recover"]:
             out.print(action)

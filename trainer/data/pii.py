@@ -1,6 +1,6 @@
 """PII scrubbing: e-mail addresses, phone numbers, IP addresses and API-key-like secrets.
 
-Each match becomes a placeholder (`<EMAIL>`, `<PHONE>`, `<IP>`, `<SECRET>`) and is counted by
+Each match is replaced by a marker (`<EMAIL>`, `<PHONE>`, `<IP>`, `<SECRET>`) and is counted by
 kind. The patterns are written not to fire on ordinary code: phone numbers need separators
 between digit groups (so `1234567890` or `0x7fffffff` stay), IP addresses are confirmed by
 `ipaddress`, and secrets are either well-known key shapes or long values assigned to names
@@ -43,16 +43,16 @@ def _is_ip(text: str) -> bool:
 
 
 def scrub(text: str, counts: Counter[str]) -> str:
-    """Replace PII in `text` with placeholders, adding what was found to `counts`."""
+    """Replace PII in `text` with markers, adding what was found to `counts`."""
 
     def sub(
-        pattern: re.Pattern[str], kind: str, placeholder: str, text: str, check: bool = False
+        pattern: re.Pattern[str], kind: str, marker: str, text: str, check: bool = False
     ) -> str:
         def repl(match: re.Match[str]) -> str:
             if check and not _is_ip(match.group(0)):
                 return match.group(0)
             counts[kind] += 1
-            return placeholder
+            return marker
 
         return pattern.sub(repl, text)
 

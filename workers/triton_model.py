@@ -128,9 +128,12 @@ class TritonPythonModel:
             served.path, context_length=context, threads=int(params.get("threads", "0"))
         )
         self._grace_s = float(params.get("grace_s", "10"))
+        tokenizer = Tokenizer.from_file(str(served.tokenizer))
+        # A prompt that contains the text "<|endoftext|>" is text, not a document boundary.
+        tokenizer.encode_special_tokens = True
         self._engine = Engine(
             decoder=decoder,
-            tokenizer=Tokenizer.from_file(str(served.tokenizer)),
+            tokenizer=tokenizer,
             config=EngineConfig(
                 max_active=int(params.get("max_active", "32")),
                 max_queue=int(params.get("max_queue", "256")),

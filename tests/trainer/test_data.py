@@ -61,7 +61,7 @@ def test_bad_records_are_counted_and_written_with_file_and_line(tmp_path: Path) 
     kept = [
         json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()
     ]
-    assert all(row["lang"] == "en" for row in kept), "metadata travels with the record"
+    assert all(row["meta"] == {"lang": "en"} for row in kept), "metadata travels with the record"
 
 
 def test_duplicates_and_near_duplicates_are_removed(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ class Result:
     token_ids: list[int]
     finish_reason: str
     completion_tokens: int
+    prompt_tokens: int = 0
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,8 @@ async def _generate(
             reason = result.as_numpy("finish_reason")[0].decode()
             if reason:
                 count = int(result.as_numpy("completion_tokens")[0])
-                return Result("".join(chunks), chunks, ids, reason, count)
+                prompt_tokens = int(result.as_numpy("prompt_tokens")[0])
+                return Result("".join(chunks), chunks, ids, reason, count, prompt_tokens)
     raise AssertionError("the stream ended without a final response")
 
 
@@ -170,6 +172,11 @@ def test_stop_sequences_end_the_text(server: TritonServer) -> None:
         _generate(server.grpc_url, "import os\n", max_tokens=40, temperature=0.0, stop=[stop])
     )
     assert (cut.finish_reason, cut.text) == ("stop", free.text[: free.text.index(stop)])
+
+
+def test_special_token_text_in_a_prompt_is_just_text(server: TritonServer) -> None:
+    result = asyncio.run(_generate(server.grpc_url, "<|endoftext|>", max_tokens=2, temperature=0.0))
+    assert result.prompt_tokens > 1, "the literal text must not become the end-of-text token"
 
 
 def test_versions_live_side_by_side(server: TritonServer) -> None:

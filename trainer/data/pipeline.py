@@ -180,7 +180,7 @@ def _write(
     for name, part in (("train.jsonl", train), ("val.jsonl", val)):
         _write_jsonl(
             out_dir / name,
-            ({"text": r.text, "source": r.source, "line": r.line, **r.meta} for r in part),
+            ({"text": r.text, "source": r.source, "line": r.line, "meta": r.meta} for r in part),
         )
     _write_jsonl(out_dir / "rejects.jsonl", (asdict(r) for r in rejects))
     (out_dir / "report.json").write_text(report.model_dump_json(indent=2) + "\n")

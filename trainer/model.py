@@ -196,9 +196,9 @@ class GPT(nn.Module):
         q_pos = torch.arange(t, device=input_ids.device).unsqueeze(1) + past  # (T, 1)
         k_pos = torch.arange(total, device=input_ids.device).unsqueeze(0)  # (1, P+T)
         visible = (k_pos <= q_pos).unsqueeze(0) & attention_mask.bool().unsqueeze(1)  # (B, T, P+T)
-        bias = (
-            torch.where(visible, 0.0, MASKED).to(self.wte.weight.dtype).unsqueeze(1)
-        )  # (B, 1, T, P+T)
+        dtype = self.wte.weight.dtype
+        masked = max(MASKED, torch.finfo(dtype).min)  # -1e9 would round to -inf in fp16
+        bias = torch.where(visible, 0.0, masked).to(dtype).unsqueeze(1)  # (B, 1, T, P+T)
         x = self.wte(input_ids) + self.wpe(position_ids)  # (B, T, C)
         present: KVCache = []
         for block, (past_k, past_v) in zip(self.blocks, past_key_values, strict=True):

@@ -31,7 +31,6 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from trainer.export_onnx import run_step, session
@@ -66,10 +65,24 @@ def _preprocess(fp32_path: Path, out: Path) -> Path:
     return out
 
 
+def _matmul_nbits_quantizer() -> Any:
+    """ONNX Runtime's weight-only quantizer. Importing it calls `logging.basicConfig(INFO)`,
+    which would print every library's INFO records; the root logger is put back as it was."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    from onnxruntime.quantization.matmul_nbits_quantizer import (  # noqa: PLC0415
+        MatMulNBitsQuantizer,
+    )
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return MatMulNBitsQuantizer
+
+
 def quantize(*, fp32_path: Path, int8_path: Path, block_size: int = 32) -> Path:
     """Weight-only INT8 (batch-invariant) quantization of `fp32_path` into `int8_path`."""
     logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
-    quantizer = MatMulNBitsQuantizer(
+    quantizer = _matmul_nbits_quantizer()(
         onnx.load(str(fp32_path)),
         bits=8,
         block_size=block_size,
@@ -230,17 +243,19 @@ def build_tensorrt_engine(*, qdq_path: Path, out_path: Path) -> TensorRTResult:
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.INT8)
     profile = builder.create_optimization_profile()
+    # (min, opt, max) per input; at the optimum, one decode step after 63 cached tokens, so
+    # that attention_mask = past + seq holds (64 = 63 + 1).
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        low: tuple[int, ...]
-        mid: tuple[int, ...]
-        high: tuple[int, ...]
+        shapes: tuple[tuple[int, ...], ...]
         if len(tensor.shape) == 4:  # past key/value: (batch, heads, past, head_dim)
             heads, dim = tensor.shape[1], tensor.shape[3]
-            low, mid, high = (1, heads, 0, dim), (4, heads, 64, dim), (32, heads, 512, dim)
-        else:  # ids, mask, positions: (batch, length)
-            low, mid, high = (1, 1), (4, 64), (32, 512)
-        profile.set_shape(tensor.name, low, mid, high)
+            shapes = ((1, heads, 0, dim), (4, heads, 63, dim), (32, heads, 512, dim))
+        elif tensor.name == "attention_mask":  # (batch, past + seq)
+            shapes = ((1, 1), (4, 64), (32, 1024))
+        else:  # input_ids, position_ids: (batch, seq)
+            shapes = ((1, 1), (4, 1), (32, 512))
+        profile.set_shape(tensor.name, *shapes)
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,12 @@ def test_parity_failure_is_loud(model: GPT, onnx_path: Path) -> None:
 def test_int8_weights_are_smaller_close_and_batch_invariant(
     onnx_path: Path, tmp_path: Path
 ) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     int8 = quantize(fp32_path=onnx_path, int8_path=tmp_path / "model.int8.onnx")
+    assert (root.handlers, root.level) == (handlers, level), (
+        "quantizing must not reconfigure logging"
+    )
     ops = [node.op_type for node in onnx.load(str(int8)).graph.node]
     assert ops.count("MatMulNBits") == 4 * CONFIG.n_layer, "every block's weight matrix is int8"
     assert "DynamicQuantizeLinear" not in ops

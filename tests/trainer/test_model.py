@@ -70,3 +70,15 @@ def test_a_left_padded_batch_equals_each_sequence_alone(model: GPT) -> None:
     )
     ref_short, _ = model(torch.cat([short, nxt[:1]], 1))
     assert torch.allclose(step[0, 0], ref_short[0, -1], atol=1e-5)
+
+
+@torch.no_grad()
+def test_padding_stays_finite_in_half_precision(model: GPT) -> None:
+    half = GPT(CONFIG).half().eval()
+    half.load_state_dict(model.state_dict())
+    ids = torch.tensor([[0, 0, 5, 6], [1, 2, 3, 4]])
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    logits, _ = half.forward_with_cache(
+        ids, mask, (mask.cumsum(1) - 1).clamp(min=0), half.empty_cache(2)
+    )
+    assert not torch.isnan(logits).any()

@@ -273,8 +273,6 @@ class Engine:
             or total >= self.decoder.shape.context_length
         ):
             sequence.finish_reason = "length"
-        elif sequence.sink.cancelled():
-            sequence.finish_reason = "cancelled"
         else:
             sequence.pending = token
             due = len(sequence.ids) >= self.config.tokens_per_response or (

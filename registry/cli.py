@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, TypeAdapter
@@ -23,6 +23,7 @@ from registry.db import RegistryDatabase, connect, reading, writing
 from registry.errors import InvalidInput, RegistryError
 from registry.integrity import VerifyReport
 from registry.pagination import DEFAULT_LIMIT
+from registry.schemas import Page
 from registry.tables import VersionStatus
 
 app = typer.Typer(help="The Tollgate model registry.", no_args_is_help=True, add_completion=False)
@@ -67,6 +68,12 @@ def _emit(value: BaseModel) -> None:
     typer.echo(value.model_dump_json(indent=2))
 
 
+def _more(page: Page[Any]) -> None:
+    """Tell a reader of a table how to get the next page."""
+    if page.next_cursor:
+        out.print(f"more: --cursor {page.next_cursor}")
+
+
 def _actor(actor: str | None) -> str:
     return actor or os.environ.get("TOLLGATE_ACTOR") or getpass.getuser()
 
@@ -97,8 +104,7 @@ def models_list(as_json: Json = False, limit: Limit = DEFAULT_LIMIT, cursor: Cur
             return
         rows = [(m, aliases.get_aliases(session=session, model=m.name)) for m in page.items]
         render.models(out, rows)
-        if page.next_cursor:
-            out.print(f"more: --cursor {page.next_cursor}")
+        _more(page)
 
 
 @versions_app.command("list")
@@ -120,8 +126,7 @@ def versions_list(
             _emit(page)
             return
         render.versions(out, page.items)
-        if page.next_cursor:
-            out.print(f"more: --cursor {page.next_cursor}")
+        _more(page)
 
 
 @versions_app.command("show")
@@ -221,8 +226,7 @@ def history(
     if state is not None:
         render.state(out, state)
     render.history(out, page.items)
-    if page.next_cursor:
-        out.print(f"more: --cursor {page.next_cursor}")
+    _more(page)
 
 
 @app.command()

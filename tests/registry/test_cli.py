@@ -52,6 +52,8 @@ def test_read_commands_print_tables_and_json(cli: CliRunner, make_ready: ReadyFa
     shown = _json(cli, "versions", "show", "demo", "1")
     assert isinstance(shown, dict)
     assert shown["hyperparameters"] == {"n_layer": 4}
+    paged = cli.invoke(app, ["versions", "list", "demo", "--limit", "1"])
+    assert "more: --cursor 2" in paged.stdout
     table = cli.invoke(app, ["versions", "show", "demo", "1"])
     assert table.exit_code == 0
     assert "n_layer" in table.stdout

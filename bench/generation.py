@@ -113,7 +113,7 @@ async def _one(
                 m.itl_s.extend([(now - last) / count] * count)
             last = now
             m.tokens += count
-        if result.as_numpy("finish_reason")[0]:
+        if result.as_numpy("finish_reason") is not None:  # the final response
             return
 
 

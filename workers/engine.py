@@ -7,6 +7,13 @@ through the request's `Sink`, several tokens per response. Finished and cancelle
 leave at once, freeing their slot. Past `max_active`, requests wait in a queue of
 `max_queue`; past that, `submit` raises `Overloaded`, which callers turn into 429/503.
 
+Responses leave on a thread of their own (`_Outbox`): handing a response to a client costs an
+IPC round trip in Triton's python backend, longer than a decode step of a small model, so the
+decode loop only appends text to a per-request buffer and moves on. When responses cannot keep
+up, whatever a request has buffered goes out as one response, so the number of responses
+adapts to load instead of throttling decoding. Asking a client whether it went away is an IPC
+as well; that thread asks too, and the loop reads the answer from a flag.
+
 A failing request gets its own error and the others continue. If the loop itself dies, every
 open request gets an error, `healthy` turns false and new requests are refused.
 """
@@ -106,6 +113,95 @@ class _Sequence:
         self.finish_reason = ""
         self.submitted, self.started, self.first_token = now, 0.0, 0.0
         self.last_sent = now
+        self.sent_any = False
+        # Shared with the outbox thread (under its lock): what is buffered for the client.
+        self.out_text = ""
+        self.out_ids: list[int] = []
+        self.out_final: Chunk | None = None
+        self.queued = False  # waiting in the outbox
+        self.probe = False  # the outbox should ask whether the client went away
+        self.gone = False  # the client went away or its sink failed (set by the outbox)
+        self.closed = False  # the final response was delivered
+
+
+class _Outbox:
+    """Delivers responses on its own thread, so the decode loop never waits on a client.
+
+    `post` appends text to a request's buffer and queues the request once; the thread sends
+    everything buffered for it as one response. After a streamed response, and whenever asked
+    (`probe`), it checks whether the client went away and sets `gone` for the loop to read.
+    Responses to one request leave in order, and nothing follows its final response.
+    """
+
+    def __init__(self) -> None:
+        self._ready: collections.deque[_Sequence] = collections.deque()
+        self._lock = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="tollgate-responses", daemon=True)
+        self._thread.start()
+
+    def post(
+        self, sequence: _Sequence, text: str, ids: list[int], final: Chunk | None = None
+    ) -> None:
+        with self._lock:
+            sequence.out_text += text
+            sequence.out_ids.extend(ids)
+            if final is not None and sequence.out_final is None:
+                sequence.out_final = final
+            self._enqueue(sequence)
+
+    def probe(self, sequences: list[_Sequence]) -> None:
+        with self._lock:
+            for sequence in sequences:
+                sequence.probe = True
+                self._enqueue(sequence)
+
+    def _enqueue(self, sequence: _Sequence) -> None:
+        if not sequence.queued:
+            sequence.queued = True
+            self._ready.append(sequence)
+            self._lock.notify()
+
+    def close(self, timeout: float) -> None:
+        """Deliver what is queued (for up to `timeout`), then stop the thread."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._ready:
+                    if self._closing:
+                        return
+                    self._lock.wait()
+                sequence = self._ready.popleft()
+                sequence.queued = False
+                text, ids, final = sequence.out_text, sequence.out_ids, sequence.out_final
+                sequence.out_text, sequence.out_ids, sequence.out_final = "", [], None
+                probe, sequence.probe = sequence.probe, False
+            self._deliver(sequence, text, ids, final, probe)
+
+    def _deliver(
+        self, sequence: _Sequence, text: str, ids: list[int], final: Chunk | None, probe: bool
+    ) -> None:
+        if sequence.closed:
+            return
+        try:
+            if final is not None:
+                sequence.closed = True
+                if not final.error:
+                    final.text, final.token_ids = text + final.text, ids + final.token_ids
+                sequence.sink.send(final)
+                return
+            if text or ids:
+                sequence.sink.send(Chunk(text=text, token_ids=ids))
+                probe = True
+            if probe and sequence.sink.cancelled():
+                sequence.gone = True
+        except Exception:  # a client that went away must not stop the others
+            sequence.gone = True
 
 
 class Engine:
@@ -129,6 +225,7 @@ class Engine:
         self._running = False
         self._error = ""
         self._thread: threading.Thread | None = None
+        self._outbox: _Outbox | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -143,6 +240,7 @@ class Engine:
 
     def start(self) -> None:
         self._running = True
+        self._outbox = _Outbox()
         self._thread = threading.Thread(target=self._loop, name="tollgate-engine", daemon=True)
         self._thread.start()
 
@@ -155,6 +253,8 @@ class Engine:
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - self.clock()))
         self._fail_all("the engine was stopped")
+        if self._outbox is not None:
+            self._outbox.close(max(1.0, deadline - self.clock()))
 
     # -- requests ---------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, sink: Sink) -> None:
@@ -219,7 +319,7 @@ class Engine:
         return [s for s in taken if not self._cancelled_before_start(s)]
 
     def _cancelled_before_start(self, sequence: _Sequence) -> bool:
-        if sequence.sink.cancelled():
+        if sequence.gone:
             sequence.finish_reason = "cancelled"
             self._send_final(sequence)
             return True
@@ -275,19 +375,26 @@ class Engine:
             sequence.finish_reason = "length"
         else:
             sequence.pending = token
-            due = len(sequence.ids) >= self.config.tokens_per_response or (
-                now - sequence.last_sent >= self.config.response_interval_s
+            # The first token goes out at once (time to first token); then packs of several.
+            due = (
+                not sequence.sent_any
+                or len(sequence.ids) >= self.config.tokens_per_response
+                or now - sequence.last_sent >= self.config.response_interval_s
             )
             if sequence.request.stream and due:
-                self._send(sequence, Chunk(text=sequence.text, token_ids=sequence.ids), now)
+                self._send(sequence, now)
 
     def _drop_cancelled(self) -> None:
-        """Every few steps, retire sequences whose client went away (asking can cost an IPC)."""
+        """Retire sequences whose client went away. Streams are checked after each response;
+        every few steps the outbox also asks for the requests that send nothing until the end
+        and for those still waiting for a slot."""
         self._steps += 1
-        if self._steps % self.config.tokens_per_response:
-            return
+        if self._steps % self.config.tokens_per_response == 0 and self._outbox is not None:
+            with self._lock:
+                quiet = [s for s in self._active if not s.request.stream] + list(self._waiting)
+            self._outbox.probe(quiet)
         for sequence in self._active:
-            if not sequence.finish_reason and sequence.sink.cancelled():
+            if sequence.gone and not sequence.finish_reason:
                 sequence.finish_reason = "cancelled"
         self._retire()
 
@@ -302,14 +409,20 @@ class Engine:
         self._batch.keep(keep)
 
     # -- responses --------------------------------------------------------------------------
-    def _send(self, sequence: _Sequence, chunk: Chunk, now: float) -> None:
+    def _send(self, sequence: _Sequence, now: float, final: Chunk | None = None) -> None:
+        """Hand what the request has generated since its last response to the outbox."""
+        text, ids = sequence.text, sequence.ids
         sequence.text, sequence.ids, sequence.last_sent = "", [], now
-        if not (chunk.text or chunk.token_ids or chunk.final):
-            return
-        try:
-            sequence.sink.send(chunk)
-        except Exception:  # a client that went away must not stop the others
-            sequence.finish_reason = sequence.finish_reason or "cancelled"
+        if text or ids or final is not None:
+            sequence.sent_any = True
+            self._post(sequence, text, ids, final)
+
+    def _post(
+        self, sequence: _Sequence, text: str, ids: list[int], final: Chunk | None = None
+    ) -> None:
+        if self._outbox is None:
+            raise EngineStopped("the engine is not running")
+        self._outbox.post(sequence, text, ids, final)
 
     def _send_final(self, sequence: _Sequence) -> None:
         """The last response: remaining text (all of it when not streaming) and the outcome."""
@@ -318,8 +431,6 @@ class Engine:
             sequence.text += sequence.stops.flush()
         started = sequence.started or now
         chunk = Chunk(
-            text=sequence.text,
-            token_ids=sequence.ids,
             final=True,
             finish_reason=sequence.finish_reason,
             prompt_tokens=len(sequence.prompt_ids),
@@ -332,14 +443,11 @@ class Engine:
                 "total_ms": round((now - sequence.submitted) * 1000, 3),
             },
         )
-        self._send(sequence, chunk, now)
+        self._send(sequence, now, final=chunk)
 
     def _fail_all(self, message: str) -> None:
         with self._lock:
             doomed = self._active + list(self._waiting)
             self._active, self._waiting = [], collections.deque()
         for sequence in doomed:
-            try:
-                sequence.sink.send(Chunk(final=True, error=message, finish_reason="error"))
-            except Exception:  # noqa: S112 (keep failing the others)
-                continue
+            self._post(sequence, "", [], Chunk(final=True, error=message, finish_reason="error"))

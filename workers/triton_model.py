@@ -80,9 +80,15 @@ def parse(request: Any) -> GenerationRequest:
 
 
 def _response(chunk: Chunk) -> Any:
+    """A streamed response carries the text delta and its token ids; the final one also the
+    outcome, counts and timings (each output tensor adds to a response's fixed cost)."""
     outputs = [
         pb_utils.Tensor("text_output", np.array([chunk.text.encode("utf-8")], dtype=np.object_)),
         pb_utils.Tensor("token_ids", np.ascontiguousarray(chunk.token_ids, dtype=np.int32)),
+    ]
+    if not chunk.final:
+        return pb_utils.InferenceResponse(output_tensors=outputs)
+    outputs += [
         pb_utils.Tensor(
             "finish_reason", np.array([chunk.finish_reason.encode()], dtype=np.object_)
         ),

@@ -71,13 +71,18 @@ class FakeDecoder:
 
 
 class ListSink:
-    def __init__(self, cancel_after_chunks: int = 0, fail_on_send: bool = False) -> None:
+    def __init__(
+        self, cancel_after_chunks: int = 0, fail_on_send: bool = False, send_delay_s: float = 0.0
+    ) -> None:
         self.chunks: list[object] = []
         self.done = threading.Event()
         self.cancel_after_chunks = cancel_after_chunks
         self.fail_on_send = fail_on_send
+        self.send_delay_s = send_delay_s  # a slow client, or a costly IPC
 
     def send(self, chunk: object) -> None:
+        if self.send_delay_s:
+            time.sleep(self.send_delay_s)
         if self.fail_on_send:
             raise ConnectionResetError("client went away")
         self.chunks.append(chunk)

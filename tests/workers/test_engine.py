@@ -14,7 +14,7 @@ from workers.engine import Chunk, Engine, EngineConfig, EngineStopped, Generatio
 from workers.sampling import InvalidRequest, SamplingParams
 
 
-def _engine(decoder: FakeDecoder, **config: int) -> Engine:
+def _engine(decoder: FakeDecoder, **config: Any) -> Engine:
     engine = Engine(decoder=decoder, tokenizer=CharTokenizer(), config=EngineConfig(**config))
     engine.start()
     return engine
@@ -34,8 +34,11 @@ def _run(engine: Engine, prompt: str, **params: Any) -> tuple[str, Chunk]:
     return "".join(c.text for c in chunks), chunks[-1]
 
 
-def test_streams_several_tokens_per_response_then_a_final_one() -> None:
-    engine = _engine(FakeDecoder(), tokens_per_response=4)
+def test_streams_the_first_token_at_once_then_packs_of_several_then_a_final_one() -> None:
+    # Decoding is slower than delivering here, so every pack leaves on its own.
+    engine = _engine(
+        FakeDecoder(step_delay_s=0.01), tokens_per_response=4, response_interval_s=10.0
+    )
     sink = ListSink()
     engine.submit(
         GenerationRequest(prompt="hello", params=SamplingParams(max_tokens=10, temperature=0)), sink
@@ -49,10 +52,24 @@ def test_streams_several_tokens_per_response_then_a_final_one() -> None:
         5,
         10,
     )
-    assert all(len(c.token_ids) <= 4 for c in chunks)
-    assert sum(len(c.token_ids) for c in chunks) == 10
-    assert len(chunks) >= 3
+    assert [len(c.token_ids) for c in chunks] == [1, 4, 4, 1]
     assert set(final.timings) == {"queue_ms", "first_token_ms", "total_ms"}
+
+
+def test_responses_merge_when_the_client_is_slower_than_decoding() -> None:
+    engine = _engine(FakeDecoder(), tokens_per_response=2)
+    alone, _ = _run(engine, "hello", max_tokens=40)
+    slow = ListSink(send_delay_s=0.02)
+    engine.submit(
+        GenerationRequest(prompt="hello", params=SamplingParams(max_tokens=40, temperature=0)),
+        slow,
+    )
+    chunks = _chunks(slow)
+    engine.stop()
+    assert "".join(c.text for c in chunks) == alone, "nothing lost or reordered"
+    assert sum(len(c.token_ids) for c in chunks) == 40
+    assert len(chunks) < 40 // 2, "packs merged instead of queueing one response each"
+    assert max(len(c.token_ids) for c in chunks) > 2
 
 
 def test_requests_joining_a_running_batch_get_what_they_would_get_alone() -> None:
@@ -112,7 +129,8 @@ def test_without_a_queue_only_free_slots_take_requests() -> None:
 
 
 def test_a_cancelled_request_frees_its_slot_within_a_few_steps() -> None:
-    decoder = FakeDecoder(context_length=400)
+    # A decode step of a real model takes milliseconds; asking the client is quicker.
+    decoder = FakeDecoder(context_length=400, step_delay_s=0.005)
     engine = _engine(decoder, tokens_per_response=1)
     sink = ListSink(cancel_after_chunks=2)
     engine.submit(

@@ -102,8 +102,9 @@ async def _generate(
                 raise error
             chunks.append(result.as_numpy("text_output")[0].decode())
             ids += result.as_numpy("token_ids").tolist()
-            reason = result.as_numpy("finish_reason")[0].decode()
-            if reason:
+            outcome = result.as_numpy("finish_reason")  # only the final response has it
+            if outcome is not None:
+                reason = outcome[0].decode()
                 count = int(result.as_numpy("completion_tokens")[0])
                 prompt_tokens = int(result.as_numpy("prompt_tokens")[0])
                 return Result("".join(chunks), chunks, ids, reason, count, prompt_tokens)
@@ -240,7 +241,7 @@ def test_a_cancelled_stream_frees_its_slot(server: TritonServer) -> None:
 
 def test_tritons_own_generate_endpoints(server: TritonServer) -> None:
     body = json.dumps(
-        {"text_input": "def f(x):", "max_tokens": 12, "temperature": 0.0, "stream": False}
+        {"text_input": "def f(x):", "max_tokens": 40, "temperature": 0.0, "stream": False}
     ).encode()
     request = urllib.request.Request(  # noqa: S310
         f"{server.http_url}/v2/models/gen/versions/1/generate", data=body
@@ -248,7 +249,7 @@ def test_tritons_own_generate_endpoints(server: TritonServer) -> None:
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
         answer = json.loads(response.read())
     assert answer["finish_reason"] in {"length", "eos"}
-    body = json.dumps({"text_input": "def f(x):", "max_tokens": 12, "temperature": 0.0}).encode()
+    body = json.dumps({"text_input": "def f(x):", "max_tokens": 40, "temperature": 0.0}).encode()
     request = urllib.request.Request(  # noqa: S310
         f"{server.http_url}/v2/models/gen/versions/1/generate_stream", data=body
     )

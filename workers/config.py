@@ -48,7 +48,7 @@ class WorkerSettings(RegistrySettings):
         default=256, ge=0, description="Requests waiting for a slot; beyond it, 'overloaded'."
     )
     worker_tokens_per_response: int = Field(
-        default=4, ge=1, description="Tokens packed into one streamed response."
+        default=8, ge=1, description="Tokens packed into one streamed response."
     )
     worker_response_interval_ms: float = Field(
         default=20.0, ge=0, description="Send a streamed response at least this often (ms)."

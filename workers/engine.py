@@ -88,7 +88,7 @@ class Sink(Protocol):
 class EngineConfig:
     max_active: int = 32
     max_queue: int = 256
-    tokens_per_response: int = 4
+    tokens_per_response: int = 8
     response_interval_s: float = 0.02
 
 

@@ -38,10 +38,15 @@ class Decoder(Protocol):
 
 
 class OnnxDecoder:
-    def __init__(self, path: Path, *, context_length: int, threads: int = 0) -> None:
+    def __init__(
+        self, path: Path, *, context_length: int, threads: int = 0, spin: bool = True
+    ) -> None:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:
+            # Idle pool threads that spin take CPU from the server's other threads.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._names = [i.name for i in self._session.get_inputs()]
         pasts = [i for i in self._session.get_inputs() if i.name.startswith("past_key_")]

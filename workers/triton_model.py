@@ -130,8 +130,13 @@ class TritonPythonModel:
         except (ArtifactError, OSError, ValueError) as exc:
             raise pb_utils.TritonModelException(f"cannot serve {version_dir}: {exc}") from exc
         context = int(served.manifest.hyperparameters["model"]["context_length"])
+        # Inside Triton the decoder shares the cores with the server's own threads (gRPC,
+        # responses), so its thread pool sleeps when idle instead of spinning.
         decoder = OnnxDecoder(
-            served.path, context_length=context, threads=int(params.get("threads", "0"))
+            served.path,
+            context_length=context,
+            threads=int(params.get("threads", "0")),
+            spin=False,
         )
         self._grace_s = float(params.get("grace_s", "10"))
         tokenizer = Tokenizer.from_file(str(served.tokenizer))
@@ -143,7 +148,7 @@ class TritonPythonModel:
             config=EngineConfig(
                 max_active=int(params.get("max_active", "32")),
                 max_queue=int(params.get("max_queue", "256")),
-                tokens_per_response=int(params.get("tokens_per_response", "4")),
+                tokens_per_response=int(params.get("tokens_per_response", "8")),
                 response_interval_s=float(params.get("response_interval_ms", "20")) / 1000,
             ),
         )

@@ -49,9 +49,9 @@ async def _long_request(url: str, started: asyncio.Event) -> str:
             if error is not None:
                 raise error
             started.set()
-            reason = result.as_numpy("finish_reason")[0].decode()
-            if reason:
-                return str(reason)
+            outcome = result.as_numpy("finish_reason")  # only the final response has it
+            if outcome is not None:
+                return str(outcome[0].decode())
     return "stream ended without a final response"
 
 

@@ -15,7 +15,8 @@ adapts to load instead of throttling decoding. Asking a client whether it went a
 as well; that thread asks too, and the loop reads the answer from a flag.
 
 A failing request gets its own error and the others continue. If the loop itself dies, every
-open request gets an error, `healthy` turns false and new requests are refused.
+open request gets an error, `healthy` turns false, new requests are refused and `on_failure`
+is called with the reason (the Triton adapter then takes the version out of service).
 """
 
 from __future__ import annotations
@@ -212,15 +213,17 @@ class Engine:
         tokenizer: Tokenizer,
         config: EngineConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.decoder, self.tokenizer = decoder, tokenizer
+        self._on_failure = on_failure
         self.config = config or EngineConfig()
         self.clock = clock
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._active: list[_Sequence] = []
         self._batch = KVBatch(decoder.shape)
         self._lock = threading.Condition()
-        self._starting = 0  # admitted, being prefilled
+        self._starting: list[_Sequence] = []  # admitted, being prefilled
         self._steps = 0
         self._running = False
         self._error = ""
@@ -265,7 +268,7 @@ class Engine:
             if not self._running or self._error:
                 raise EngineStopped(self._error or "the engine is not running")
             # Capacity is every slot plus the queue behind them.
-            outstanding = len(self._active) + self._starting + len(self._waiting)
+            outstanding = len(self._active) + len(self._starting) + len(self._waiting)
             if outstanding >= self.config.max_active + self.config.max_queue:
                 running, waiting = len(self._active), len(self._waiting)
                 raise Overloaded(f"{running} requests running and {waiting} waiting; retry later")
@@ -302,6 +305,8 @@ class Engine:
         except Exception as exc:  # any failure here must reach every open request
             self._error = f"the generation engine failed: {type(exc).__name__}: {exc}"
             self._fail_all(self._error)
+            if self._on_failure is not None:
+                self._on_failure(self._error)
 
     def _admit(self) -> list[_Sequence] | None:
         """Take waiting requests into free slots; block while idle; None means stop."""
@@ -312,7 +317,7 @@ class Engine:
                 self._lock.wait(0.5)
             free = self.config.max_active - len(self._active)
             taken = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
-            self._starting = len(taken)
+            self._starting = taken
         now = self.clock()
         for sequence in taken:
             sequence.started = now
@@ -332,7 +337,7 @@ class Engine:
         self._batch.join(present, mask)
         with self._lock:
             self._active.extend(newcomers)
-            self._starting = 0
+            self._starting = []
         self._sample(logits, offset=len(self._active) - len(newcomers))
 
     def _decode(self) -> None:
@@ -447,7 +452,7 @@ class Engine:
 
     def _fail_all(self, message: str) -> None:
         with self._lock:
-            doomed = self._active + list(self._waiting)
-            self._active, self._waiting = [], collections.deque()
+            doomed = self._active + self._starting + list(self._waiting)
+            self._active, self._starting, self._waiting = [], [], collections.deque()
         for sequence in doomed:
             self._post(sequence, "", [], Chunk(final=True, error=message, finish_reason="error"))

@@ -60,6 +60,8 @@ def model_config(name: str, versions: Iterable[int], settings: WorkerSettings) -
         "response_interval_ms": settings.worker_response_interval_ms,
         "threads": settings.worker_threads,
         "grace_s": settings.triton_exit_timeout_s,
+        # Where a version that fails reaches the server's model control (see triton_model).
+        "control_url": f"http://{_loopback(settings.triton_host)}:{settings.triton_http_port}",
     }
     lines = "\n".join(
         f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
@@ -68,6 +70,10 @@ def model_config(name: str, versions: Iterable[int], settings: WorkerSettings) -
     return _CONFIG.format(
         name=name, versions=", ".join(str(v) for v in sorted(versions)), parameters=lines
     )
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in {"0.0.0.0", ""} else host  # noqa: S104 (an address we read)
 
 
 def write_model_config(

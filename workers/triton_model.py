@@ -5,11 +5,19 @@ verifies and loads the version's artifact and starts the engine; `execute` turns
 into a `GenerationRequest` and returns at once (responses go through each request's sender,
 the last with the FINAL flag); a request that cannot start gets its own error response;
 `finalize` stops the engine, letting active requests finish for a grace period.
+
+If the engine's loop dies, every open request has its error and the version takes itself out
+of service: it asks Triton to reload the model without it (or to unload the model when it was
+the only version), so Triton reports it not ready and routes nothing more to it, while the
+model's other versions keep serving. Loading the model again brings it back.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +132,9 @@ class TritonPythonModel:
         if not pb_utils.using_decoupled_model_transaction_policy(config):
             raise pb_utils.TritonModelException("the generate model must be decoupled (streaming)")
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self._config, self._name = config, args["model_name"]
+        self._version = int(args["model_version"])
+        self._control_url = params.get("control_url", "http://127.0.0.1:8000")
         version_dir = Path(args["model_repository"]) / args["model_version"]
         try:
             served = resolve(version_dir, params.get("artifact", "auto"))
@@ -151,11 +162,47 @@ class TritonPythonModel:
                 tokens_per_response=int(params.get("tokens_per_response", "8")),
                 response_interval_s=float(params.get("response_interval_ms", "20")) / 1000,
             ),
+            on_failure=self._engine_failed,
         )
         self._engine.start()
         pb_utils.Logger.log_info(
             f"serving {served.path.name} of {served.manifest.model} v{served.manifest.version}"
         )
+
+    def _engine_failed(self, reason: str) -> None:
+        # Model control waits for this version's own finalize, so it runs on a thread of its own.
+        threading.Thread(
+            target=self._retire, args=(reason,), name="tollgate-retire", daemon=True
+        ).start()
+
+    def _retire(self, reason: str) -> None:
+        """Reload the model without this version, so Triton stops reporting it ready.
+
+        The open requests' errors go out first: Triton unloads a version only once its
+        requests have finished. Model control goes through Triton's HTTP API, plain socket
+        I/O that leaves this process free to answer requests meanwhile."""
+        self._engine.stop(self._grace_s)
+        policy = self._config.get("version_policy", {}).get("specific", {})
+        others = sorted({int(v) for v in policy.get("versions", [])} - {self._version})
+        pb_utils.Logger.log_error(
+            f"{self._name} v{self._version} is out of service: {reason}; load the model "
+            "again to serve it"
+        )
+        if others:
+            config = {**self._config, "version_policy": {"specific": {"versions": others}}}
+            action, body = "load", {"parameters": {"config": json.dumps(config)}}
+        else:
+            action, body = "unload", {}
+        request = urllib.request.Request(  # noqa: S310 (an http URL from our own config)
+            f"{self._control_url}/v2/repository/models/{self._name}/{action}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=600):  # noqa: S310 (our own server)
+                pass
+        except (urllib.error.URLError, OSError) as exc:  # logged: nothing else can act on it
+            pb_utils.Logger.log_error(f"could not take {self._name} v{self._version} out: {exc}")
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:

@@ -212,3 +212,25 @@ def test_when_the_loop_dies_every_open_request_gets_an_error() -> None:
     with pytest.raises(EngineStopped, match="decoder exploded"):
         engine.submit(GenerationRequest(prompt="a"), ListSink())
     engine.stop()
+
+
+def test_requests_being_prefilled_when_the_loop_dies_get_their_error_too() -> None:
+    failures: list[str] = []
+    engine = Engine(
+        decoder=FakeDecoder(fail_after_steps=1),
+        tokenizer=CharTokenizer(),
+        on_failure=failures.append,
+    )
+    engine.start()
+    _, final = _run(engine, "abc", max_tokens=1)  # step 1: its prefill, and it is done
+    assert final.finish_reason == "length"
+    joining = [ListSink() for _ in range(3)]
+    for sink in joining:  # step 2, their prefill, fails
+        engine.submit(
+            GenerationRequest(prompt="xyz", params=SamplingParams(max_tokens=5, temperature=0)),
+            sink,
+        )
+    assert all("decoder exploded" in _chunks(s)[-1].error for s in joining)
+    assert len(failures) == 1
+    assert "decoder exploded" in failures[0]
+    engine.stop()

@@ -1,0 +1,111 @@
+"""Gateway settings, read from `TOLLGATE_*` environment variables.
+
+The gateway inherits the worker settings (and through them the registry's), so one `.env`
+describes a whole deployment. Outside local mode the gateway refuses to start with the
+built-in development secret or a short one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from workers.config import WorkerSettings
+
+DEVELOPMENT_SECRET = "tollgate-local-development-secret-change-me"  # noqa: S105 (refused outside local)
+MIN_SECRET_LENGTH = 32
+
+
+class GatewaySettings(WorkerSettings):
+    """The HTTP API in front of the workers."""
+
+    mode: Literal["local", "production"] = Field(
+        default="local", description="local allows the development JWT secret; production not."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Gateway HTTP port.")
+
+    jwt_secret: str = Field(
+        default=DEVELOPMENT_SECRET,
+        description="HS256 key that signs and verifies local access tokens (32+ characters).",
+    )
+    jwt_issuer: str = Field(default="tollgate", description="`iss` of local access tokens.")
+    jwt_audience: str = Field(default="tollgate", description="`aud` every token must carry.")
+    jwt_ttl_s: int = Field(
+        default=900, ge=30, le=900, description="Lifetime of issued tokens (at most 15 minutes)."
+    )
+    jwt_leeway_s: int = Field(
+        default=30, ge=0, le=120, description="Clock skew allowed when checking exp/iat/nbf."
+    )
+    jwks_url: str = Field(
+        default="", description="JWKS URL of an external identity provider; empty: none."
+    )
+    jwks_issuer: str = Field(default="", description="`iss` of the external provider's tokens.")
+    jwks_algorithms: list[str] = Field(
+        default=["RS256", "ES256"], description="Algorithms accepted from the external provider."
+    )
+    jwks_cache_s: float = Field(
+        default=300.0, gt=0, description="How long fetched JWKS keys are trusted."
+    )
+
+    redis_url: str = Field(
+        default="", description="Redis for shared rate limits and the response cache; empty: none."
+    )
+    rate_limit_fail_open: bool = Field(
+        default=True,
+        description="When Redis fails: true falls back to in-process buckets, false refuses (503).",
+    )
+    rate_requests_capacity: int = Field(
+        default=60, ge=1, description="Default burst of requests per key."
+    )
+    rate_requests_per_s: float = Field(
+        default=1.0, gt=0, description="Default request refill rate per key (per second)."
+    )
+    rate_tokens_capacity: int = Field(
+        default=20000, ge=1, description="Default burst of generated tokens per key."
+    )
+    rate_tokens_per_s: float = Field(
+        default=200.0, gt=0, description="Default generated-token refill rate per key."
+    )
+
+    triton_endpoints: list[str] = Field(
+        default=[],
+        description="Triton gRPC endpoints (host:port); empty: triton_host:triton_grpc_port.",
+    )
+    request_timeout_s: float = Field(
+        default=60.0, gt=0, description="Deadline for one generation, first byte to last."
+    )
+    health_interval_s: float = Field(
+        default=2.0, gt=0, description="How often each Triton endpoint's readiness is checked."
+    )
+    route_refresh_s: float = Field(
+        default=2.0, gt=0, le=2.0, description="How often the routing table is re-read."
+    )
+    max_prompt_chars: int = Field(
+        default=16000, ge=1, description="Longest prompt accepted, in characters."
+    )
+    max_body_bytes: int = Field(
+        default=262144, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    deny_patterns: list[str] = Field(
+        default=[], description="Regular expressions a prompt must not match (400 when it does)."
+    )
+    cache_ttl_s: int = Field(
+        default=300, ge=0, description="Response cache lifetime in Redis; 0 turns caching off."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_weak_secrets(self) -> GatewaySettings:
+        if self.mode != "local" and (
+            self.jwt_secret == DEVELOPMENT_SECRET or len(self.jwt_secret) < MIN_SECRET_LENGTH
+        ):
+            raise ValueError(
+                "TOLLGATE_JWT_SECRET must be set to a random string of at least "
+                f"{MIN_SECRET_LENGTH} characters outside local mode"
+            )
+        return self
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.triton_endpoints or [f"{self.triton_host}:{self.triton_grpc_port}"]

@@ -22,7 +22,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m registry init
 	$(BIN)/python -m trainer run --preset tiny --model $(MODEL) --skip-if-published
-	$(BIN)/python -m registry models list
+	TOLLGATE_DEFAULT_MODEL=$(MODEL) $(BIN)/python -m gateway run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

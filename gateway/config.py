@@ -25,6 +25,9 @@ class GatewaySettings(WorkerSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     port: int = Field(default=8080, ge=1, le=65535, description="Gateway HTTP port.")
+    default_model: str = Field(
+        default="code-gpt", description="Model used when a request names none."
+    )
 
     jwt_secret: str = Field(
         default=DEVELOPMENT_SECRET,

@@ -1,0 +1,141 @@
+"""`/v1`: generate (JSON or server-sent events) and the API-key token exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from gateway.auth import parse_scopes
+from gateway.deps import IdentityDep, ServicesDep
+from gateway.errors import GatewayError, InvalidInput, Unauthorized
+from gateway.keys import KeyInfo, authenticate_key
+from gateway.schemas import GenerateRequest, GenerateResponse, TokenResponse, Usage
+from gateway.service import Admitted
+from gateway.upstream import Piece
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+@router.post("/generate", response_model=GenerateResponse)
+async def generate(
+    body: GenerateRequest, request: Request, caller: IdentityDep, svc: ServicesDep
+) -> Any:
+    """Continue `prompt` with the model's production (or canary) version.
+
+    With `"stream": true` the answer is a stream of server-sent events: `data: {"delta": ...}`
+    as text arrives, then `event: end` with `finish_reason` and usage (or `event: error`)."""
+    request_id = request.state.request_id
+    admitted = await svc.generations.admit(caller, body, request_id)
+    headers = admitted.decision.headers()
+    pieces = svc.generations.run(admitted)
+    if not body.stream:
+        text: list[str] = []
+        final = Piece("", [])
+        async for piece in pieces:
+            text.append(piece.text)
+            final = piece
+        answer = GenerateResponse(
+            id=request_id,
+            model=admitted.call.model,
+            version=admitted.call.version,
+            completion="".join(text),
+            finish_reason=final.finish_reason,
+            usage=Usage(
+                prompt_tokens=final.prompt_tokens, completion_tokens=final.completion_tokens
+            ),
+        )
+        return JSONResponse(answer.model_dump(), headers=headers)
+    # Wait for the first response, so failures before any text are plain HTTP errors.
+    first = await anext(pieces)
+    return StreamingResponse(
+        _events(admitted, first, pieces, request_id),
+        media_type="text/event-stream",
+        headers={**headers, **SSE_HEADERS},
+    )
+
+
+async def _events(
+    admitted: Admitted, first: Piece, rest: AsyncIterator[Piece], request_id: str
+) -> AsyncIterator[bytes]:
+    piece: Piece | None = first
+    try:
+        while piece is not None:
+            if piece.text:
+                yield _sse({"delta": piece.text})
+            if piece.final:
+                yield _sse(
+                    {
+                        "id": request_id,
+                        "model": admitted.call.model,
+                        "version": admitted.call.version,
+                        "finish_reason": piece.finish_reason,
+                        "usage": {
+                            "prompt_tokens": piece.prompt_tokens,
+                            "completion_tokens": piece.completion_tokens,
+                        },
+                    },
+                    event="end",
+                )
+                return
+            piece = await anext(rest, None)
+    except GatewayError as exc:
+        yield _sse({"error": {"code": exc.code, "message": exc.message}}, event="error")
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
+
+
+@router.post("/token", response_model=TokenResponse)
+async def token(request: Request, svc: ServicesDep) -> TokenResponse:
+    """OAuth2 client credentials: exchange an API key (`client_secret`, or HTTP Basic) for a
+    short-lived access token. `scope` may narrow the key's scopes."""
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        raise InvalidInput(
+            "send application/x-www-form-urlencoded with grant_type=client_credentials",
+            code="invalid_request",
+        )
+    form = {k: v[-1] for k, v in urllib.parse.parse_qs((await request.body()).decode()).items()}
+    if form.get("grant_type") != "client_credentials":
+        raise InvalidInput("grant_type must be client_credentials", code="unsupported_grant_type")
+    secret = form.get("client_secret", "")
+    auth = request.headers.get("authorization", "")
+    if not secret and auth.lower().startswith("basic "):
+        try:
+            _, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise Unauthorized("malformed Basic credentials", code="invalid_client") from exc
+    if not secret:
+        raise Unauthorized("send the API key as client_secret", code="invalid_client")
+    info = await _authenticate(svc, secret)
+    scopes = info.scopes
+    if form.get("scope"):
+        try:
+            asked = parse_scopes(form["scope"])
+        except ValueError as exc:
+            raise InvalidInput(str(exc), code="invalid_scope") from exc
+        if not asked <= scopes:
+            raise InvalidInput("the key does not have every scope asked for", code="invalid_scope")
+        scopes = asked
+    access, ttl = svc.tokens.issue(subject=f"key:{info.key_id}", scopes=scopes, key_id=info.key_id)
+    return TokenResponse(access_token=access, expires_in=ttl, scope=" ".join(sorted(scopes)))
+
+
+async def _authenticate(svc: ServicesDep, secret: str) -> KeyInfo:
+    info = await asyncio.to_thread(authenticate_key, db=svc.db, presented=secret)
+    if info is None:
+        raise Unauthorized("unknown or revoked API key", code="invalid_client")
+    return info

@@ -1,0 +1,194 @@
+"""The gateway application: `create_app(settings)` wires the services and the routes.
+
+Clients (registry database, Redis, Triton channels, the routing table) are opened in the
+lifespan and kept on `app.state`; nothing is created at import. Every error leaves as one
+JSON shape, `{"error": {"code", "message"}, "request_id"}`, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.api import v1
+from gateway.auth import TokenService
+from gateway.config import GatewaySettings
+from gateway.deps import Services, ServicesDep
+from gateway.errors import GatewayError
+from gateway.keys import list_keys
+from gateway.metrics import Metrics
+from gateway.middleware import RequestContext
+from gateway.ratelimit import REVOKED_SET, RateLimiter
+from gateway.routing import RouteTable
+from gateway.service import Generations
+from gateway.upstream import TritonPool
+from registry.db import connect
+
+log = logging.getLogger("tollgate.gateway")
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = connect(settings)
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        if redis is not None:
+            await _sync_revocations(redis, settings)
+        routes = RouteTable(db, settings.route_refresh_s)
+        pool = TritonPool(
+            settings.endpoints,
+            timeout_s=settings.request_timeout_s,
+            health_interval_s=settings.health_interval_s,
+        )
+        limiter = RateLimiter(
+            redis=redis,
+            fail_open=settings.rate_limit_fail_open,
+            on_redis_error=metrics.redis_errors.inc,
+        )
+        app.state.services = Services(
+            settings=settings,
+            db=db,
+            tokens=TokenService(settings),
+            routes=routes,
+            pool=pool,
+            limiter=limiter,
+            metrics=metrics,
+            generations=Generations(
+                settings=settings,
+                db=db,
+                routes=routes,
+                pool=pool,
+                limiter=limiter,
+                metrics=metrics,
+            ),
+        )
+        await routes.start()
+        await pool.start()
+        try:
+            yield
+        finally:
+            await routes.stop()
+            await pool.stop()
+            if redis is not None:
+                await redis.aclose()
+            db.dispose()
+
+    app = FastAPI(
+        title="Tollgate",
+        summary="Text generation from versioned models: authenticated, rate-limited, streamed.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        RequestContext,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.include_router(v1.router)
+    _install_error_handlers(app)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(svc: ServicesDep) -> JSONResponse:
+        """Readiness: the registry answers, Redis (when configured) answers, and a Triton
+        worker has each model's production version ready."""
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.to_thread(svc.routes.reload)
+            checks["registry"] = "ok"
+        except Exception as exc:  # reported, not raised: this is a health check
+            checks["registry"] = f"failed: {type(exc).__name__}"
+        if svc.limiter.redis is not None:
+            try:
+                await svc.limiter.redis.ping()
+                checks["redis"] = "ok"
+            except (RedisError, OSError) as exc:
+                checks["redis"] = f"failed: {type(exc).__name__}"
+        serving = [
+            (r.model, r.production.version)
+            for r in svc.routes.routes.values()
+            if r.production is not None
+        ]
+        ready = [f"{m} v{v}" for m, v in serving if await svc.pool.model_ready(m, v)]
+        checks["workers"] = f"ready: {', '.join(ready)}" if ready else "no production version ready"
+        ok = all(v == "ok" for k, v in checks.items() if k != "workers") and bool(ready)
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def prometheus() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _sync_revocations(redis: Redis, settings: GatewaySettings) -> None:
+    """Make sure every key revoked in the database is in Redis's revoked set."""
+    db = connect(settings)
+    try:
+        keys = await asyncio.to_thread(list_keys, db=db, include_revoked=True)
+    finally:
+        db.dispose()
+    revoked = [k.key_id for k in keys if not k.active]
+    if revoked:
+        try:
+            await redis.sadd(REVOKED_SET, *revoked)
+        except (RedisError, OSError) as exc:
+            log.warning("could not copy revoked keys to Redis: %s", exc)
+
+
+def _error_body(request: Request, code: str, message: str) -> dict[str, object]:
+    return {
+        "error": {"code": code, "message": message},
+        "request_id": getattr(request.state, "request_id", ""),
+    }
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse(
+            _error_body(request, exc.code, exc.message),
+            status_code=exc.status,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            _error_body(request, "validation_error", "; ".join(problems)), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            _error_body(request, code, str(exc.detail)), status_code=exc.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return JSONResponse(
+            _error_body(request, "internal_error", "an internal error occurred"),
+            status_code=500,
+        )

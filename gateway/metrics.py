@@ -1,0 +1,59 @@
+"""Prometheus metrics of one gateway process, on a registry of its own (no global state).
+
+Label sets are bounded: routes are templates, statuses are numbers, models and versions come
+from the registry, error kinds from a fixed list.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "tollgate_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "tollgate_request_seconds",
+            "Time from request to the last byte of the response",
+            ["route"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.in_flight = Gauge("tollgate_in_flight", "Requests being served", registry=r)
+        self.generations = Counter(
+            "tollgate_generations",
+            "Generations by model, version, alias and outcome",
+            ["model", "version", "alias", "outcome"],
+            registry=r,
+        )
+        self.first_token = Histogram(
+            "tollgate_time_to_first_token_seconds",
+            "Time from request to the first generated text",
+            ["model", "version"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "tollgate_tokens", "Prompt and completion tokens", ["model", "kind"], registry=r
+        )
+        self.rate_limited = Counter(
+            "tollgate_rate_limited", "Requests refused by a rate limit", registry=r
+        )
+        self.redis_errors = Counter(
+            "tollgate_redis_errors", "Redis calls that failed (rate limits, cache)", registry=r
+        )
+        self.upstream_errors = Counter(
+            "tollgate_upstream_errors", "Failed calls to Triton by kind", ["kind"], registry=r
+        )
+        self.filtered = Counter(
+            "tollgate_filtered", "Prompts refused by the input filter", ["reason"], registry=r
+        )

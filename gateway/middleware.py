@@ -1,0 +1,109 @@
+"""Pure-ASGI middleware for what does not depend on the caller: request id, timing, size.
+
+Every response carries `X-Request-ID` (the caller's, when it sent a sane one, else a new one)
+and `X-Process-Time` (seconds until the response started). Bodies larger than
+`max_body_bytes` are refused with 413 before the route reads them. Requests are counted and
+timed per route template, so metric labels stay bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.metrics import Metrics
+
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _SANE_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                extra = [
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-process-time", f"{time.perf_counter() - started:.6f}".encode()),
+                ]
+                message["headers"] = list(message.get("headers") or []) + extra
+            await send(message)
+
+        length = headers.get(b"content-length")
+        self.metrics.in_flight.inc()
+        try:
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                await _too_large(send_with_headers, request_id, self.max_body_bytes)
+                return
+            await self.app(scope, _limited(receive, self.max_body_bytes), send_with_headers)
+        except _BodyTooLarge:
+            await _too_large(send_with_headers, request_id, self.max_body_bytes)
+        finally:
+            self.metrics.in_flight.dec()
+            route = _template(scope)
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _BodyTooLarge
+        return message
+
+    return wrapped
+
+
+async def _too_large(send: Send, request_id: str, limit: int) -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "code": "payload_too_large",
+                "message": f"the request body is larger than {limit} bytes",
+            },
+            "request_id": request_id,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"

@@ -1,0 +1,148 @@
+"""Which Triton model version serves a request: the registry's aliases, cached.
+
+`production` takes the traffic; a `canary` with weight w takes w % of callers, chosen by a
+stable hash of the caller and the model, so each caller stays on one side. A caller with the
+admin scope may pin a version. The table is re-read from the registry every
+`route_refresh_s` (at most 2 s), so every gateway replica follows an alias change within that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from gateway.errors import NotFound, Unavailable
+from registry import aliases, catalog
+from registry.db import RegistryDatabase, reading
+from registry.errors import RegistryError
+from registry.tables import VersionStatus
+
+log = logging.getLogger("tollgate.gateway.routing")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    context_length: int
+
+
+@dataclass(frozen=True)
+class Route:
+    model: str
+    production: VersionInfo | None
+    canary: VersionInfo | None = None
+    canary_weight: int = 0
+    ready: dict[int, VersionInfo] = field(default_factory=dict)  # every ready version
+
+    def choose(self, caller: str) -> tuple[VersionInfo, str]:
+        """(version, alias) for this caller."""
+        in_canary = bucket_of(self.model, caller) < self.canary_weight * 100
+        if self.canary is not None and in_canary:
+            return self.canary, "canary"
+        if self.production is None:
+            raise Unavailable(
+                f"model '{self.model}' has no production version", code="no_production_version"
+            )
+        return self.production, "production"
+
+
+def bucket_of(model: str, caller: str) -> int:
+    """A stable number in [0, 10000) for a caller of a model (basis points)."""
+    digest = hashlib.sha256(f"{model}\x00{caller}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10000
+
+
+class RouteTable:
+    """The routes of every model, refreshed from the registry in the background."""
+
+    def __init__(self, db: RegistryDatabase, refresh_s: float = 2.0) -> None:
+        self.db = db
+        self.refresh_s = refresh_s
+        self.routes: dict[str, Route] = {}
+        self.loaded = False
+        self._versions: dict[tuple[str, int], VersionInfo] = {}  # versions never change
+        self._task: asyncio.Task[None] | None = None
+
+    def resolve(self, model: str, caller: str, pinned: int | None = None) -> tuple[int, int, str]:
+        """(version, context length, alias or 'pinned') for a request, or NotFound."""
+        route = self.routes.get(model)
+        if route is None:
+            raise NotFound(f"no model named '{model}'", code="model_not_found")
+        if pinned is not None:
+            info = route.ready.get(pinned)
+            if info is None:
+                raise NotFound(
+                    f"model '{model}' has no ready version {pinned}", code="version_not_found"
+                )
+            return info.version, info.context_length, "pinned"
+        info, alias = route.choose(caller)
+        return info.version, info.context_length, alias
+
+    def reload(self) -> dict[str, Route]:
+        """Read every model's aliases and ready versions (blocking; call off the event loop)."""
+        routes: dict[str, Route] = {}
+        with reading(self.db) as session:
+            cursor: str | None = None
+            names: list[str] = []
+            while True:
+                page = catalog.list_models(session=session, limit=100, cursor=cursor)
+                names += [m.name for m in page.items]
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            for name in names:
+                ready: dict[int, VersionInfo] = {}
+                vcursor: str | None = None
+                while True:
+                    versions = catalog.list_versions(
+                        session=session,
+                        model=name,
+                        status=VersionStatus.READY,
+                        limit=100,
+                        cursor=vcursor,
+                    )
+                    for v in versions.items:
+                        ready[v.version] = self._versions.setdefault(
+                            (name, v.version),
+                            VersionInfo(
+                                v.version,
+                                int(v.hyperparameters.get("model", {}).get("context_length", 0)),
+                            ),
+                        )
+                    if versions.next_cursor is None:
+                        break
+                    vcursor = versions.next_cursor
+                states = {s.alias: s for s in aliases.get_aliases(session=session, model=name)}
+                production, canary = states.get("production"), states.get("canary")
+                routes[name] = Route(
+                    model=name,
+                    production=ready.get(production.version) if production else None,
+                    canary=ready.get(canary.version) if canary else None,
+                    canary_weight=(canary.weight or 0) if canary else 0,
+                    ready=ready,
+                )
+        self.routes, self.loaded = routes, True
+        return routes
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.reload)
+        self._task = asyncio.create_task(self._refresh(), name="tollgate-routes")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await asyncio.to_thread(self.reload)
+            except (RegistryError, OSError, ValueError) as exc:
+                log.warning("routing table refresh failed, keeping the last one: %s", exc)
+            except Exception:  # the refresher must survive a bad moment of the database
+                log.exception("routing table refresh failed, keeping the last one")

@@ -1,0 +1,183 @@
+"""One generation, from an authenticated request to the worker's last response.
+
+`admit` does everything that can refuse a request before any work is done: the input filter,
+routing (which version, and its context limit), the key's state and the rate limits (one
+request and `max_tokens` generated tokens reserved). `run` streams from Triton, records
+metrics, and refunds the tokens that were reserved but not generated, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from gateway.auth import Identity
+from gateway.config import GatewaySettings
+from gateway.errors import (
+    GatewayError,
+    InvalidInput,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+)
+from gateway.keys import KeyNotFound, get_key
+from gateway.metrics import Metrics
+from gateway.ratelimit import Decision, Limits, RateLimiter
+from gateway.routing import RouteTable
+from gateway.schemas import GenerateRequest
+from gateway.upstream import GenerateCall, Piece, TritonPool
+from registry.db import RegistryDatabase
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass
+class Admitted:
+    call: GenerateCall
+    alias: str
+    identity: Identity
+    limits: Limits
+    decision: Decision
+    started: float
+
+
+class InputFilter:
+    """Size, control characters and configurable deny patterns; each refusal is counted."""
+
+    def __init__(self, settings: GatewaySettings, metrics: Metrics) -> None:
+        self.max_chars = settings.max_prompt_chars
+        self.patterns = [re.compile(p) for p in settings.deny_patterns]
+        self.metrics = metrics
+
+    def check(self, prompt: str) -> None:
+        if len(prompt) > self.max_chars:
+            self.metrics.filtered.labels("too_long").inc()
+            raise PayloadTooLarge(
+                f"the prompt has {len(prompt)} characters; the limit is {self.max_chars}",
+                code="prompt_too_long",
+            )
+        if _CONTROL.search(prompt):
+            self.metrics.filtered.labels("control_characters").inc()
+            raise InvalidInput("the prompt contains control characters", code="invalid_characters")
+        for pattern in self.patterns:
+            if pattern.search(prompt):
+                self.metrics.filtered.labels("denied").inc()
+                raise InvalidInput("the prompt matches a denied pattern", code="filtered")
+
+
+class Generations:
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        db: RegistryDatabase,
+        routes: RouteTable,
+        pool: TritonPool,
+        limiter: RateLimiter,
+        metrics: Metrics,
+    ) -> None:
+        self.settings, self.db, self.routes, self.pool = settings, db, routes, pool
+        self.limiter, self.metrics = limiter, metrics
+        self.filter = InputFilter(settings, metrics)
+        self._key_limits: dict[str, Limits] = {}
+        self.defaults = Limits(
+            settings.rate_requests_capacity,
+            settings.rate_requests_per_s,
+            settings.rate_tokens_capacity,
+            settings.rate_tokens_per_s,
+        )
+
+    async def limits_for(self, identity: Identity) -> Limits:
+        """The caller's bucket sizes; without Redis this also checks the key is not revoked
+        (with Redis the admission script does)."""
+        if not identity.key_id:
+            return self.defaults
+        cached = self._key_limits.get(identity.key_id)
+        if cached is not None and self.limiter.redis is not None:
+            return cached
+        try:
+            info = await asyncio.to_thread(get_key, db=self.db, key_id=identity.key_id)
+        except KeyNotFound as exc:
+            raise Unauthorized("the token names an unknown API key", code="key_unknown") from exc
+        if not info.active:
+            raise Unauthorized("this API key has been revoked", code="key_revoked")
+        d, lim = self.defaults, info.limits
+        limits = Limits(
+            lim.requests_capacity or d.requests_capacity,
+            lim.requests_per_s or d.requests_per_s,
+            lim.tokens_capacity or d.tokens_capacity,
+            lim.tokens_per_s or d.tokens_per_s,
+        )
+        self._key_limits[identity.key_id] = limits
+        return limits
+
+    async def admit(self, identity: Identity, body: GenerateRequest, request_id: str) -> Admitted:
+        started = time.perf_counter()
+        identity.require("generate")
+        if body.version is not None:
+            identity.require("admin")
+        self.filter.check(body.prompt)
+        model = body.model or self.settings.default_model
+        version, context, alias = self.routes.resolve(model, identity.subject, body.version)
+        if context and body.max_tokens > context - 1:
+            raise ValidationFailed(
+                f"max_tokens must be between 1 and {context - 1} for {model}",
+                code="max_tokens_out_of_range",
+            )
+        limits = await self.limits_for(identity)
+        try:
+            decision = await self.limiter.take(
+                identity.bucket, limits, body.max_tokens, identity.key_id
+            )
+        except GatewayError:
+            self.metrics.rate_limited.inc()
+            raise
+        call = GenerateCall(
+            model=model,
+            version=version,
+            prompt=body.prompt,
+            max_tokens=body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k,
+            seed=body.seed,
+            stop=body.stops,
+            stream=body.stream,
+            request_id=request_id,
+        )
+        return Admitted(call, alias, identity, limits, decision, started)
+
+    async def run(self, admitted: Admitted) -> AsyncIterator[Piece]:
+        """The worker's responses; metrics and the token refund happen however it ends."""
+        call, generated, outcome = admitted.call, 0, "error"
+        labels = (call.model, str(call.version))
+        first = True
+        try:
+            async for piece in self.pool.generate(call):
+                if first and (piece.text or piece.final):
+                    self.metrics.first_token.labels(*labels).observe(
+                        time.perf_counter() - admitted.started
+                    )
+                    first = False
+                generated += len(piece.token_ids)
+                if piece.final:
+                    generated = piece.completion_tokens
+                    outcome = piece.finish_reason or "ok"
+                    self.metrics.tokens.labels(call.model, "prompt").inc(piece.prompt_tokens)
+                    self.metrics.tokens.labels(call.model, "completion").inc(generated)
+                yield piece
+        except asyncio.CancelledError:
+            outcome = "disconnected"
+            raise
+        except GatewayError as exc:
+            self.metrics.upstream_errors.labels(exc.code).inc()
+            raise
+        finally:
+            self.metrics.generations.labels(*labels, admitted.alias, outcome).inc()
+            refund = call.max_tokens - generated
+            await self.limiter.refund(
+                admitted.identity.bucket, admitted.limits, refund, admitted.decision
+            )

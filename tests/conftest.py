@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.published import published, triton_install
 from tests.services import POSTGRES_URL, REDIS_URL, REQUIRE_SERVICES, reachable
+
+__all__ = ["published", "triton_install"]  # fixtures shared by the worker and gateway tests
 
 _SERVICES = {"postgres": (POSTGRES_URL, 5432), "redis": (REDIS_URL, 6379)}
 

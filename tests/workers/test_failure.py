@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
 from registry.manifest import describe_file, read_manifest, write_manifest
-from tests.workers.conftest import free_port
+from tests.published import free_port
 from tests.workers.test_triton import _generate
 from workers.artifacts import resolve
 from workers.cli import server_for

@@ -16,7 +16,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc.aio import InferenceServerClient
 
-from tests.workers.conftest import ROOT, TRITON_CACHE, free_port
+from tests.published import ROOT, TRITON_CACHE, free_port
 from workers.config import WorkerSettings
 
 

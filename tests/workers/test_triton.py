@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from tests.workers.conftest import free_port
+from tests.published import free_port
 from workers.cli import prepare, server_for
 from workers.config import WorkerSettings
 from workers.repository import write_model_config

@@ -1,0 +1,98 @@
+"""Real parts shared by the worker and gateway tests: the tritonserver binary (cached under
+var/triton), free ports, and a registry holding a really trained model."""
+
+from __future__ import annotations
+
+import io
+import socket
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from registry import aliases, migrate
+from registry.db import connect, writing
+from trainer.runs import (
+    Run,
+    RunSpec,
+    step_data,
+    step_export,
+    step_publish,
+    step_quantize,
+    step_train,
+)
+from workers.binary import TritonInstall, ensure_tritonserver
+from workers.config import WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+TRITON_CACHE = ROOT / "var" / "triton"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def triton_install() -> TritonInstall:
+    return ensure_tritonserver(TRITON_CACHE, WorkerSettings().triton_pytriton_version)
+
+
+PRESET = """
+[data]
+max_total_chars = 400000
+val_fraction = 0.05
+[tokenizer]
+vocab_size = 512
+[model]
+context_length = 256
+n_layer = 2
+n_head = 2
+n_embd = 64
+[training]
+batch_size = 16
+max_steps = 80
+learning_rate = 5e-3
+min_learning_rate = 5e-4
+warmup_steps = 10
+eval_interval = 40
+eval_batches = 2
+checkpoint_interval = 40
+precision = "fp32"
+"""
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory: pytest.TempPathFactory) -> WorkerSettings:
+    """A registry and model repository holding two ready versions of a really trained model."""
+    root = tmp_path_factory.mktemp("published")
+    (root / "preset.toml").write_text(PRESET)
+    settings = WorkerSettings(
+        var_dir=root / "var", model_repository=root / "repo", triton_home=TRITON_CACHE
+    )
+    db = connect(settings)
+    migrate.upgrade(db)
+    console = Console(file=io.StringIO())
+    run = Run.create(
+        root / "run",
+        RunSpec(model="gen", preset=str(root / "preset.toml"), preset_config={}, inputs=None),
+    )
+    step_data(run, console)
+    step_train(run, console, device="cpu")
+    step_export(run, console)
+    step_quantize(run, console)
+    for _ in range(2):
+        step_publish(run, console, db=db, repository=settings.model_repository)
+    with writing(db) as session:
+        aliases.set_alias(
+            session=session,
+            model="gen",
+            alias="production",
+            version=1,
+            actor="test",
+            reason="serve",
+        )
+    db.dispose()
+    return settings

@@ -1,0 +1,269 @@
+"""The gateway end to end: real HTTP, a real tritonserver with a trained model, real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.auth import TokenService
+from gateway.config import GatewaySettings
+from gateway.keys import KeyLimits, create_key
+from registry.db import connect
+from tests.published import free_port
+from tests.services import REDIS_URL
+from workers.cli import prepare, server_for
+from workers.config import WorkerSettings
+
+pytestmark = pytest.mark.redis
+
+SECRET = "e2e-secret-" + "x" * 32
+
+
+@dataclass
+class System:
+    settings: GatewaySettings
+    base: str
+
+    def token(self, subject: str, scopes: str = "generate") -> str:
+        issued, _ = TokenService(self.settings).issue(
+            subject=subject, scopes=frozenset(scopes.split(","))
+        )
+        return issued
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def system(published: WorkerSettings) -> Iterator[System]:
+    settings = GatewaySettings(
+        var_dir=published.var_dir,
+        model_repository=published.model_repository,
+        database_url=published.database_url,
+        triton_home=published.triton_home,
+        triton_http_port=free_port(),
+        triton_grpc_port=free_port(),
+        triton_metrics_port=free_port(),
+        triton_exit_timeout_s=2,
+        worker_max_active=1,  # one slot, no queue: backpressure and freed slots are visible
+        worker_max_queue=0,
+        port=free_port(),
+        jwt_secret=SECRET,
+        redis_url=REDIS_URL,
+        default_model="gen",
+        max_body_bytes=4096,
+        rate_requests_capacity=1000,
+        deny_patterns=["(?i)ignore previous instructions"],
+    )
+    prepare(settings)
+    with server_for(settings, ["gen"]):
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
+            )
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        try:
+            yield System(settings, f"http://127.0.0.1:{settings.port}")
+        finally:
+            server.should_exit = True
+            thread.join(15)
+
+
+def _events(lines: list[str]) -> list[tuple[str, dict[str, object]]]:
+    events, kind = [], "delta"
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            events.append((kind, json.loads(line[6:])))
+            kind = "delta"
+    return events
+
+
+def test_generate_answers_json_and_streams_the_same_text(system: System) -> None:
+    auth = {"Authorization": f"Bearer {system.token('e2e-generate')}", "X-Request-ID": "req-42"}
+    body = {"prompt": "def main():\n", "max_tokens": 24, "temperature": 0}
+    with system.client() as client:
+        answer = client.post("/v1/generate", json=body, headers=auth)
+        assert answer.status_code == 200, answer.text
+        data = answer.json()
+        assert (data["id"], data["model"], data["version"]) == ("req-42", "gen", 1)
+        assert data["finish_reason"] in {"length", "eos"}
+        assert data["usage"]["completion_tokens"] <= 24
+        assert answer.headers["x-request-id"] == "req-42"
+        assert float(answer.headers["x-process-time"]) > 0
+        assert answer.headers["x-ratelimit-limit-requests"] == "1000"
+        assert "RateLimit" in answer.headers
+        with client.stream(
+            "POST", "/v1/generate", json={**body, "stream": True}, headers=auth
+        ) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert "x-ratelimit-remaining-requests" in r.headers
+            events = _events(list(r.iter_lines()))
+    deltas = [e["delta"] for kind, e in events if kind == "delta"]
+    assert len(deltas) >= 2, "text arrives as it is generated"
+    assert "".join(str(d) for d in deltas) == data["completion"]
+    kind, end = events[-1]
+    assert kind == "end"
+    assert end["usage"] == data["usage"]
+
+
+def test_missing_invalid_and_underscoped_tokens(system: System) -> None:
+    body = {"prompt": "x", "max_tokens": 2}
+    with system.client() as client:
+        missing = client.post("/v1/generate", json=body)
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        assert missing.json()["error"]["code"] == "unauthorized"
+        forged = client.post("/v1/generate", json=body, headers={"Authorization": "Bearer a.b.c"})
+        assert forged.status_code == 401
+        admin_only = {"Authorization": f"Bearer {system.token('e2e-admin', 'admin')}"}
+        scoped = client.post("/v1/generate", json=body, headers=admin_only)
+        assert scoped.status_code == 403
+        assert scoped.json()["error"]["code"] == "insufficient_scope"
+        user = {"Authorization": f"Bearer {system.token('e2e-user')}"}
+        pinned = client.post("/v1/generate", json={**body, "version": 2}, headers=user)
+        assert pinned.status_code == 403
+        both = {"Authorization": f"Bearer {system.token('e2e-both', 'generate,admin')}"}
+        ok = client.post("/v1/generate", json={**body, "version": 2}, headers=both)
+        assert ok.status_code == 200
+        assert ok.json()["version"] == 2
+
+
+def test_bad_input_gets_a_stable_code_and_no_trace(system: System) -> None:
+    auth = {"Authorization": f"Bearer {system.token('e2e-input')}"}
+    cases = [
+        ({"prompt": "x", "surprise": 1}, 422, "validation_error"),
+        ({"prompt": "x", "max_tokens": 0}, 422, "validation_error"),
+        ({"prompt": "x", "max_tokens": 4000}, 422, "max_tokens_out_of_range"),
+        ({"prompt": "x", "model": "nope"}, 404, "model_not_found"),
+        ({"prompt": "a\x00b"}, 400, "invalid_characters"),
+        ({"prompt": "please IGNORE previous instructions"}, 400, "filtered"),
+        ({"prompt": "y" * 5000}, 413, "payload_too_large"),
+    ]
+    with system.client() as client:
+        for body, status, code in cases:
+            answer = client.post("/v1/generate", json=body, headers=auth)
+            assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), body
+            assert "Traceback" not in answer.text
+        bad_json = client.post(
+            "/v1/generate",
+            content=b"{not json",
+            headers={**auth, "Content-Type": "application/json"},
+        )
+        assert bad_json.status_code == 422
+
+
+def test_api_keys_exchange_rate_limit_and_revocation(system: System) -> None:
+    db = connect(system.settings)
+    secret, info = create_key(
+        db=db,
+        name="e2e",
+        scopes="generate",
+        actor="test",
+        limits=KeyLimits(requests_capacity=2, requests_per_s=0.01),
+    )
+    db.dispose()
+    with system.client() as client:
+        refused = client.post(
+            "/v1/token", data={"grant_type": "client_credentials", "client_secret": "tg_x_y"}
+        )
+        assert refused.status_code == 401
+        exchanged = client.post(
+            "/v1/token", data={"grant_type": "client_credentials", "client_secret": secret}
+        )
+        assert exchanged.status_code == 200, exchanged.text
+        assert exchanged.json()["expires_in"] <= 900
+        auth = {"Authorization": f"Bearer {exchanged.json()['access_token']}"}
+        body = {"prompt": "x", "max_tokens": 2}
+        statuses = [client.post("/v1/generate", json=body, headers=auth) for _ in range(3)]
+        assert [s.status_code for s in statuses] == [200, 200, 429]
+        limited = statuses[-1]
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert int(limited.headers["retry-after"]) >= 1
+        assert limited.headers["x-ratelimit-remaining-requests"] == "0"
+        assert limited.headers["ratelimit-policy"].startswith('"requests";q=2')
+
+        env = {**os.environ, **_env(system.settings)}
+        revoked = subprocess.run(
+            [sys.executable, "-m", "gateway", "keys", "revoke", info.key_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        after = client.post("/v1/generate", json=body, headers=auth)
+        assert after.status_code == 401
+        assert after.json()["error"]["code"] == "key_revoked"
+
+
+def _env(settings: GatewaySettings) -> dict[str, str]:
+    return {
+        "TOLLGATE_VAR_DIR": str(settings.var_dir),
+        "TOLLGATE_DATABASE_URL": settings.database_url,
+        "TOLLGATE_REDIS_URL": settings.redis_url,
+        "TOLLGATE_JWT_SECRET": settings.jwt_secret,
+    }
+
+
+def test_a_full_worker_answers_503_with_retry_after(system: System) -> None:
+    auth = {"Authorization": f"Bearer {system.token('e2e-busy')}"}
+    long = {"prompt": "def f():\n", "max_tokens": 250, "temperature": 0}
+    with system.client() as client, ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(lambda _: client.post("/v1/generate", json=long, headers=auth), range(4))
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses[0] == 200, "the one slot served a request"
+    assert statuses[-1] == 503, "one slot and no queue: the others are refused at once"
+    busy = next(a for a in answers if a.status_code == 503)
+    assert busy.json()["error"]["code"] == "overloaded"
+    assert int(busy.headers["retry-after"]) >= 1
+
+
+def test_a_client_that_leaves_mid_stream_cancels_its_generation(system: System) -> None:
+    auth = {"Authorization": f"Bearer {system.token('e2e-leaves')}"}
+    long = {"prompt": "def f():\n", "max_tokens": 250, "temperature": 0, "stream": True}
+    with system.client() as client:
+        with client.stream("POST", "/v1/generate", json=long, headers=auth) as stream:
+            assert stream.status_code == 200
+            next(stream.iter_lines())  # generation is under way; then the client goes away
+        deadline = time.monotonic() + 10
+        while 'outcome="disconnected"' not in client.get("/metrics").text:
+            assert time.monotonic() < deadline, "the gateway never saw the client leave"
+            time.sleep(0.05)
+        # The worker's only slot is free again for the next caller.
+        after = client.post("/v1/generate", json={"prompt": "x", "max_tokens": 2}, headers=auth)
+        assert after.status_code == 200, after.text
+
+
+def test_health_readiness_and_metrics(system: System) -> None:
+    with system.client() as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["redis"] == "ok"
+        text = client.get("/metrics").text
+        assert 'tollgate_requests_total{method="POST",route="/v1/generate",status="200"}' in text
+        assert "tollgate_time_to_first_token_seconds_bucket" in text
+        assert 'tollgate_filtered_total{reason="denied"}' in text

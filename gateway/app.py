@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import v1
+from gateway.api import openai, v1, v2
 from gateway.auth import TokenService
 from gateway.config import GatewaySettings
 from gateway.deps import Services, ServicesDep
@@ -96,6 +97,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
     )
     app.include_router(v1.router)
+    app.include_router(openai.router)
+    app.include_router(v2.router)
     _install_error_handlers(app)
 
     @app.get("/healthz", tags=["ops"])
@@ -152,21 +155,32 @@ async def _sync_revocations(redis: Redis, settings: GatewaySettings) -> None:
             log.warning("could not copy revoked keys to Redis: %s", exc)
 
 
-def _error_body(request: Request, code: str, message: str) -> dict[str, object]:
-    return {
-        "error": {"code": code, "message": message},
-        "request_id": getattr(request.state, "request_id", ""),
-    }
+def _error(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """One error shape for /v1 and the OpenAI routes; RFC 9457 problem details under /v2."""
+    request_id = getattr(request.state, "request_id", "")
+    if request.url.path.startswith("/v2/"):
+        problem = {
+            "type": f"https://tollgate.dev/problems/{code}",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": message,
+            "instance": request.url.path,
+            "code": code,
+            "request_id": request_id,
+        }
+        return JSONResponse(
+            problem, status_code=status, headers=headers, media_type="application/problem+json"
+        )
+    body = {"error": {"code": code, "message": message}, "request_id": request_id}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        return JSONResponse(
-            _error_body(request, exc.code, exc.message),
-            status_code=exc.status,
-            headers=exc.headers,
-        )
+        return _error(request, exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -174,21 +188,14 @@ def _install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
             for e in exc.errors()
         ]
-        return JSONResponse(
-            _error_body(request, "validation_error", "; ".join(problems)), status_code=422
-        )
+        return _error(request, 422, "validation_error", "; ".join(problems))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(
-            _error_body(request, code, str(exc.detail)), status_code=exc.status_code
-        )
+        return _error(request, exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return JSONResponse(
-            _error_body(request, "internal_error", "an internal error occurred"),
-            status_code=500,
-        )
+        return _error(request, 500, "internal_error", "an internal error occurred")

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
+import openai
 import pytest
 import uvicorn
 
@@ -267,3 +268,56 @@ def test_health_readiness_and_metrics(system: System) -> None:
         assert 'tollgate_requests_total{method="POST",route="/v1/generate",status="200"}' in text
         assert "tollgate_time_to_first_token_seconds_bucket" in text
         assert 'tollgate_filtered_total{reason="denied"}' in text
+
+
+def test_the_official_openai_client_works_by_changing_base_url(system: System) -> None:
+    client = openai.OpenAI(base_url=f"{system.base}/v1", api_key=system.token("e2e-openai"))
+    listed = client.models.list()
+    assert [m.id for m in listed.data] == ["gen"]
+    done = client.completions.create(
+        model="gen", prompt="def main():\n", max_tokens=12, temperature=0
+    )
+    assert done.choices[0].finish_reason in {"length", "stop"}
+    assert done.usage is not None
+    assert done.usage.completion_tokens <= 12
+    chunks = list(
+        client.completions.create(
+            model="gen", prompt="def main():\n", max_tokens=12, temperature=0, stream=True
+        )
+    )
+    assert len(chunks) >= 2
+    assert "".join(c.choices[0].text for c in chunks) == done.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == done.choices[0].finish_reason
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="missing", prompt="x", max_tokens=2)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{system.base}/v1", api_key="wrong").models.list()
+
+
+def test_v2_returns_ids_and_timings_per_input_and_problem_details(system: System) -> None:
+    auth = {"Authorization": f"Bearer {system.token('e2e-v2')}"}
+    body = {"inputs": ["def a():", "import os"], "parameters": {"max_tokens": 6, "temperature": 0}}
+    with system.client() as client:
+        answer = client.post("/v2/generate", json=body, headers=auth)
+        assert answer.status_code == 200, answer.text
+        outputs = answer.json()["outputs"]
+        assert len(outputs) == 2
+        for output in outputs:
+            assert len(output["token_ids"]) == output["usage"]["completion_tokens"] <= 6
+            assert set(output["timings"]) == {"queue_ms", "first_token_ms", "total_ms"}
+        single = {"inputs": "def a():", "parameters": body["parameters"], "stream": True}
+        with client.stream("POST", "/v2/generate", json=single, headers=auth) as r:
+            events = _events(list(r.iter_lines()))
+        kind, end = events[-1]
+        assert kind == "end"
+        assert end["output"]["token_ids"] == outputs[0]["token_ids"]  # type: ignore[index]
+        problem = client.post("/v2/generate", json={"inputs": "x", "oops": 1}, headers=auth)
+        assert problem.status_code == 422
+        assert problem.headers["content-type"] == "application/problem+json"
+        doc = problem.json()
+        assert (doc["status"], doc["code"], doc["instance"]) == (
+            422,
+            "validation_error",
+            "/v2/generate",
+        )
+        assert doc["type"].endswith("/validation_error")

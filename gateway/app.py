@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api import openai, v1, v2
 from gateway.auth import TokenService
+from gateway.cache import ResponseCache
 from gateway.config import GatewaySettings
 from gateway.deps import Services, ServicesDep
 from gateway.errors import GatewayError
@@ -74,6 +75,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 limiter=limiter,
                 metrics=metrics,
             ),
+            cache=ResponseCache(redis, settings.cache_ttl_s, metrics.redis_errors.inc),
         )
         await routes.start()
         await pool.start()

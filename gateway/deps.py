@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.auth import Identity, TokenService
+from gateway.cache import ResponseCache
 from gateway.config import GatewaySettings
 from gateway.errors import Unauthorized
 from gateway.metrics import Metrics
@@ -30,6 +31,7 @@ class Services:
     limiter: RateLimiter
     metrics: Metrics
     generations: Generations
+    cache: ResponseCache
 
 
 def services(request: Request) -> Services:

@@ -54,6 +54,9 @@ class Metrics:
         self.upstream_errors = Counter(
             "tollgate_upstream_errors", "Failed calls to Triton by kind", ["kind"], registry=r
         )
+        self.cache = Counter(
+            "tollgate_cache", "Response cache lookups by result", ["result"], registry=r
+        )
         self.filtered = Counter(
             "tollgate_filtered", "Prompts refused by the input filter", ["reason"], registry=r
         )

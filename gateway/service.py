@@ -150,6 +150,12 @@ class Generations:
         )
         return Admitted(call, alias, identity, limits, decision, started)
 
+    async def release(self, admitted: Admitted) -> None:
+        """Give back every reserved token of a request that generated nothing (a cache hit)."""
+        await self.limiter.refund(
+            admitted.identity.bucket, admitted.limits, admitted.call.max_tokens, admitted.decision
+        )
+
     async def run(self, admitted: Admitted) -> AsyncIterator[Piece]:
         """The worker's responses; metrics and the token refund happen however it ends."""
         call, generated, outcome = admitted.call, 0, "error"

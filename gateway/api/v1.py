@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gateway.auth import parse_scopes
+from gateway.cache import cacheable
 from gateway.deps import IdentityDep, ServicesDep
 from gateway.errors import GatewayError, InvalidInput, Unauthorized
 from gateway.keys import KeyInfo, authenticate_key
@@ -42,30 +43,50 @@ async def generate(
     request_id = request.state.request_id
     admitted = await svc.generations.admit(caller, body, request_id)
     headers = admitted.decision.headers()
-    pieces = svc.generations.run(admitted)
+    if not body.stream and svc.cache.enabled and cacheable(admitted.call):
+        return await _cached(admitted, svc, request_id, headers)
     if not body.stream:
-        text: list[str] = []
-        final = Piece("", [])
-        async for piece in pieces:
-            text.append(piece.text)
-            final = piece
-        answer = GenerateResponse(
-            id=request_id,
-            model=admitted.call.model,
-            version=admitted.call.version,
-            completion="".join(text),
-            finish_reason=final.finish_reason,
-            usage=Usage(
-                prompt_tokens=final.prompt_tokens, completion_tokens=final.completion_tokens
-            ),
-        )
+        answer = await _complete(admitted, svc, request_id)
         return JSONResponse(answer.model_dump(), headers=headers)
+    pieces = svc.generations.run(admitted)
     # Wait for the first response, so failures before any text are plain HTTP errors.
     first = await anext(pieces)
     return StreamingResponse(
         _events(admitted, first, pieces, request_id),
         media_type="text/event-stream",
         headers={**headers, **SSE_HEADERS},
+    )
+
+
+async def _cached(
+    admitted: Admitted, svc: ServicesDep, request_id: str, headers: dict[str, str]
+) -> JSONResponse:
+    """A deterministic request: answer from the cache (X-Cache: hit) or fill it (miss)."""
+    hit = await svc.cache.get(admitted.call)
+    if hit is not None:
+        svc.metrics.cache.labels("hit").inc()
+        await svc.generations.release(admitted)
+        return JSONResponse({**hit, "id": request_id}, headers={**headers, "X-Cache": "hit"})
+    svc.metrics.cache.labels("miss").inc()
+    answer = await _complete(admitted, svc, request_id)
+    body = answer.model_dump()
+    await svc.cache.put(admitted.call, body)
+    return JSONResponse(body, headers={**headers, "X-Cache": "miss"})
+
+
+async def _complete(admitted: Admitted, svc: ServicesDep, request_id: str) -> GenerateResponse:
+    text: list[str] = []
+    final = Piece("", [])
+    async for piece in svc.generations.run(admitted):
+        text.append(piece.text)
+        final = piece
+    return GenerateResponse(
+        id=request_id,
+        model=admitted.call.model,
+        version=admitted.call.version,
+        completion="".join(text),
+        finish_reason=final.finish_reason,
+        usage=Usage(prompt_tokens=final.prompt_tokens, completion_tokens=final.completion_tokens),
     )
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -321,3 +322,18 @@ def test_v2_returns_ids_and_timings_per_input_and_problem_details(system: System
             "/v2/generate",
         )
         assert doc["type"].endswith("/validation_error")
+
+
+def test_deterministic_answers_come_from_the_cache_the_second_time(system: System) -> None:
+    auth = {"Authorization": f"Bearer {system.token('e2e-cache')}"}
+    body = {"prompt": f"# {uuid.uuid4().hex}\ndef f():", "max_tokens": 8, "temperature": 0}
+    with system.client() as client:
+        first = client.post("/v1/generate", json=body, headers=auth)
+        second = client.post("/v1/generate", json=body, headers=auth)
+        sampled = client.post("/v1/generate", json={**body, "temperature": 0.8}, headers=auth)
+        streamed = client.post("/v1/generate", json={**body, "stream": True}, headers=auth)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
+    assert second.json()["completion"] == first.json()["completion"]
+    assert second.json()["id"] != first.json()["id"]
+    assert "x-cache" not in sampled.headers
+    assert "x-cache" not in streamed.headers

@@ -1,0 +1,74 @@
+"""Response cache in Redis for deterministic, non-streamed generations.
+
+A request is deterministic when it is greedy (temperature 0) or names a seed: the same model
+version and parameters give the same text. The key covers the model version and every
+parameter, so a new production version never serves an old answer. Cache failures are
+counted and logged, and never fail the request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.upstream import GenerateCall
+
+log = logging.getLogger("tollgate.gateway.cache")
+
+
+def cacheable(call: GenerateCall) -> bool:
+    return not call.stream and (call.temperature == 0 or call.seed is not None)
+
+
+def cache_key(call: GenerateCall) -> str:
+    fields = {
+        "model": call.model,
+        "version": call.version,
+        "prompt": call.prompt,
+        "max_tokens": call.max_tokens,
+        "temperature": call.temperature,
+        "top_p": call.top_p,
+        "top_k": call.top_k,
+        "seed": call.seed,
+        "stop": list(call.stop),
+    }
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    return f"tollgate:cache:{digest}"
+
+
+class ResponseCache:
+    def __init__(
+        self, redis: Redis | None, ttl_s: int, on_error: Callable[[], None] | None = None
+    ) -> None:
+        self.redis = redis if ttl_s > 0 else None
+        self.ttl_s = ttl_s
+        self._on_error = on_error or (lambda: None)
+
+    @property
+    def enabled(self) -> bool:
+        return self.redis is not None
+
+    async def get(self, call: GenerateCall) -> dict[str, object] | None:
+        if self.redis is None or not cacheable(call):
+            return None
+        try:
+            raw = await self.redis.get(cache_key(call))
+        except (RedisError, OSError) as exc:
+            self._on_error()
+            log.warning("response cache read failed: %s", exc)
+            return None
+        return json.loads(raw) if raw else None
+
+    async def put(self, call: GenerateCall, body: dict[str, object]) -> None:
+        if self.redis is None or not cacheable(call):
+            return
+        try:
+            await self.redis.set(cache_key(call), json.dumps(body), ex=self.ttl_s)
+        except (RedisError, OSError) as exc:
+            self._on_error()
+            log.warning("response cache write failed: %s", exc)

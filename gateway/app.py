@@ -13,20 +13,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import openai, v1, v2
+from gateway.api import openai, ops, v1, v2
 from gateway.auth import TokenService
 from gateway.cache import ResponseCache
 from gateway.config import GatewaySettings
-from gateway.deps import Services, ServicesDep
+from gateway.deps import Services
 from gateway.errors import GatewayError
+from gateway.jwks import JWKSKeys
 from gateway.keys import list_keys
 from gateway.metrics import Metrics
 from gateway.middleware import RequestContext
@@ -48,6 +49,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         if redis is not None:
             await _sync_revocations(redis, settings)
+        http = httpx.AsyncClient()
+        jwks = (
+            JWKSKeys(
+                settings.jwks_url,
+                algorithms=settings.jwks_algorithms,
+                cache_s=settings.jwks_cache_s,
+                client=http,
+            )
+            if settings.jwks_url
+            else None
+        )
         routes = RouteTable(db, settings.route_refresh_s)
         pool = TritonPool(
             settings.endpoints,
@@ -62,7 +74,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.services = Services(
             settings=settings,
             db=db,
-            tokens=TokenService(settings),
+            tokens=TokenService(settings, jwks=jwks.lookup if jwks else None),
             routes=routes,
             pool=pool,
             limiter=limiter,
@@ -76,6 +88,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 metrics=metrics,
             ),
             cache=ResponseCache(redis, settings.cache_ttl_s, metrics.redis_errors.inc),
+            jwks=jwks,
         )
         await routes.start()
         await pool.start()
@@ -84,6 +97,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         finally:
             await routes.stop()
             await pool.stop()
+            await http.aclose()
             if redis is not None:
                 await redis.aclose()
             db.dispose()
@@ -101,43 +115,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(v1.router)
     app.include_router(openai.router)
     app.include_router(v2.router)
+    app.include_router(ops.router)
     _install_error_handlers(app)
-
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["ops"])
-    async def readyz(svc: ServicesDep) -> JSONResponse:
-        """Readiness: the registry answers, Redis (when configured) answers, and a Triton
-        worker has each model's production version ready."""
-        checks: dict[str, str] = {}
-        try:
-            await asyncio.to_thread(svc.routes.reload)
-            checks["registry"] = "ok"
-        except Exception as exc:  # reported, not raised: this is a health check
-            checks["registry"] = f"failed: {type(exc).__name__}"
-        if svc.limiter.redis is not None:
-            try:
-                await svc.limiter.redis.ping()
-                checks["redis"] = "ok"
-            except (RedisError, OSError) as exc:
-                checks["redis"] = f"failed: {type(exc).__name__}"
-        serving = [
-            (r.model, r.production.version)
-            for r in svc.routes.routes.values()
-            if r.production is not None
-        ]
-        ready = [f"{m} v{v}" for m, v in serving if await svc.pool.model_ready(m, v)]
-        checks["workers"] = f"ready: {', '.join(ready)}" if ready else "no production version ready"
-        ok = all(v == "ok" for k, v in checks.items() if k != "workers") and bool(ready)
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
-
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    async def prometheus() -> Response:
-        """Prometheus metrics of this process."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

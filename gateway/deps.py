@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from jose import JWTError, jwt
 
 from gateway.auth import Identity, TokenService
 from gateway.cache import ResponseCache
 from gateway.config import GatewaySettings
 from gateway.errors import Unauthorized
+from gateway.jwks import JWKSKeys
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
 from gateway.routing import RouteTable
@@ -32,6 +34,7 @@ class Services:
     metrics: Metrics
     generations: Generations
     cache: ResponseCache
+    jwks: JWKSKeys | None = None
 
 
 def services(request: Request) -> Services:
@@ -39,11 +42,18 @@ def services(request: Request) -> Services:
     return found
 
 
-def identity(request: Request, svc: Annotated[Services, Depends(services)]) -> Identity:
+async def identity(request: Request, svc: Annotated[Services, Depends(services)]) -> Identity:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send an access token: Authorization: Bearer <token>")
+    if svc.jwks is not None:
+        try:
+            kid = jwt.get_unverified_header(token.strip()).get("kid")
+        except JWTError:
+            kid = None  # verify() says what is wrong with it
+        if kid:
+            await svc.jwks.prepare(str(kid))
     return svc.tokens.verify(token.strip())
 
 

@@ -1,0 +1,53 @@
+"""Operations: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from gateway.deps import ServicesDep
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(svc: ServicesDep) -> JSONResponse:
+    """Readiness: the registry answers, Redis (when configured) answers, and a Triton worker
+    has each model's production version ready."""
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.to_thread(svc.routes.reload)
+        checks["registry"] = "ok"
+    except Exception as exc:  # reported, not raised: this is a health check
+        checks["registry"] = f"failed: {type(exc).__name__}"
+    if svc.limiter.redis is not None:
+        try:
+            await svc.limiter.redis.ping()
+            checks["redis"] = "ok"
+        except (RedisError, OSError) as exc:
+            checks["redis"] = f"failed: {type(exc).__name__}"
+    serving = [
+        (r.model, r.production.version)
+        for r in svc.routes.routes.values()
+        if r.production is not None
+    ]
+    ready = [f"{m} v{v}" for m, v in serving if await svc.pool.model_ready(m, v)]
+    checks["workers"] = f"ready: {', '.join(ready)}" if ready else "no production version ready"
+    ok = all(v == "ok" for k, v in checks.items() if k != "workers") and bool(ready)
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def prometheus(svc: ServicesDep) -> Response:
+    """Prometheus metrics of this process."""
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

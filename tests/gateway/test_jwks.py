@@ -1,0 +1,132 @@
+"""Tokens from an external identity provider, verified with keys from its JWKS URL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jose import jwk, jwt
+
+from gateway.auth import TokenService
+from gateway.config import GatewaySettings
+from gateway.errors import Unauthorized
+from gateway.jwks import JWKSKeys
+
+
+class Provider:
+    """An identity provider: RSA keys, a JWKS document served over real HTTP, and tokens."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {}
+        self.published: list[dict[str, Any]] = []
+        self.fetches = 0
+
+    def rotate(self, kid: str) -> None:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.keys[kid] = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        public = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        entry = jwk.construct(public.decode(), "RS256").to_dict()
+        self.published.append({**entry, "kid": kid, "use": "sig"})
+
+    def token(self, kid: str, **claims: Any) -> str:
+        now = int(time.time())
+        body = {
+            "iss": "https://idp.example",
+            "aud": "tollgate",
+            "sub": "bob",
+            "scope": "generate",
+            "iat": now,
+            "exp": now + 300,
+            **claims,
+        }
+        return jwt.encode(body, self.keys[kid].decode(), algorithm="RS256", headers={"kid": kid})
+
+
+@pytest.fixture
+def provider() -> Iterator[tuple[Provider, str]]:
+    idp = Provider()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            idp.fetches += 1
+            body = json.dumps({"keys": idp.published}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield idp, f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_provider_tokens_verify_and_a_rotated_key_is_fetched(
+    provider: tuple[Provider, str],
+) -> None:
+    idp, url = provider
+    idp.rotate("k1")
+    settings = GatewaySettings(jwks_url=url, jwks_issuer="https://idp.example")
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as client:
+            keys = JWKSKeys(
+                url,
+                algorithms=settings.jwks_algorithms,
+                cache_s=300,
+                client=client,
+                min_refresh_s=0,
+            )
+            service = TokenService(settings, jwks=keys.lookup)
+            first = idp.token("k1")
+            await keys.prepare("k1")
+            assert service.verify(first).subject == "bob"
+            await keys.prepare("k1")
+            assert idp.fetches == 1, "a known key is served from the cache"
+
+            idp.rotate("k2")
+            second = idp.token("k2")
+            with pytest.raises(Unauthorized, match="no key 'k2'"):
+                service.verify(second)  # not fetched yet
+            await keys.prepare("k2")
+            assert idp.fetches == 2, "an unknown kid triggers a refetch"
+            assert service.verify(second).subject == "bob"
+
+            with pytest.raises(Unauthorized, match="issuer"):
+                service.verify(idp.token("k1", iss="https://other.example"))
+            # An HS256 token naming the provider's kid, signed with its public key as a secret:
+            # the classic confusion attack. The key's algorithms are RS/PS only.
+            public = json.dumps(idp.published[0])
+            forged = jwt.encode(
+                {"sub": "mallory", "aud": "tollgate"},
+                public,
+                algorithm="HS256",
+                headers={"kid": "k1"},
+            )
+            with pytest.raises(Unauthorized, match="HS256"):
+                service.verify(forged)
+
+    asyncio.run(scenario())

@@ -18,6 +18,7 @@ from gateway.app import create_app
 from gateway.auth import TokenService, parse_scopes
 from gateway.config import GatewaySettings
 from gateway.keys import KeyLimits, KeyNotFound, create_key, list_keys, revoke_key
+from gateway.logs import configure_logging
 from gateway.ratelimit import REVOKED_SET
 from registry import aliases, catalog, migrate
 from registry.db import RegistryDatabase, connect, reading, writing
@@ -61,12 +62,13 @@ class _Server(uvicorn.Server):
 
 
 def _uvicorn(settings: GatewaySettings) -> uvicorn.Server:
+    configure_logging(settings.log_level)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level="warning",
-        access_log=False,
+        log_config=None,  # configure_logging set up JSON lines
+        access_log=False,  # the gateway writes its own access lines
         timeout_graceful_shutdown=int(settings.triton_exit_timeout_s),
     )
     return _Server(config)

@@ -25,6 +25,9 @@ class GatewaySettings(WorkerSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     port: int = Field(default=8080, ge=1, le=65535, description="Gateway HTTP port.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Gateway log level (JSON lines on stderr)."
+    )
     default_model: str = Field(
         default="code-gpt", description="Model used when a request names none."
     )
@@ -100,6 +103,8 @@ class GatewaySettings(WorkerSettings):
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> GatewaySettings:
+        if not self.jwt_secret:  # unset: the development secret, which only local mode accepts
+            self.jwt_secret = DEVELOPMENT_SECRET
         if self.mode != "local" and (
             self.jwt_secret == DEVELOPMENT_SECRET or len(self.jwt_secret) < MIN_SECRET_LENGTH
         ):

@@ -9,13 +9,17 @@ timed per route template, so metric labels stay bounded.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.logs import request_id_var
 from gateway.metrics import Metrics
+
+access = logging.getLogger("tollgate.gateway.access")
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -35,6 +39,7 @@ class RequestContext:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _SANE_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
         status = 500
 
         async def send_with_headers(message: Message) -> None:
@@ -60,8 +65,19 @@ class RequestContext:
         finally:
             self.metrics.in_flight.dec()
             route = _template(scope)
+            elapsed = time.perf_counter() - started
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(route).observe(elapsed)
+            access.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+            request_id_var.reset(token)
 
 
 class _BodyTooLarge(Exception):

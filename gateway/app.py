@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import openai, ops, v1, v2
+from gateway.api import admin, openai, ops, v1, v2
 from gateway.auth import TokenService
 from gateway.cache import ResponseCache
 from gateway.config import GatewaySettings
@@ -116,6 +116,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(v2.router)
     app.include_router(ops.router)
+    app.include_router(admin.router)
     _install_error_handlers(app)
 
     return app

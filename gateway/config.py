@@ -7,9 +7,10 @@ built-in development secret or a short one.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from workers.config import WorkerSettings
 
@@ -100,6 +101,18 @@ class GatewaySettings(WorkerSettings):
     cache_ttl_s: int = Field(
         default=300, ge=0, description="Response cache lifetime in Redis; 0 turns caching off."
     )
+
+    v1_deprecated_at: date | None = Field(
+        default=None, description="When /v1/generate was deprecated (Deprecation header)."
+    )
+    v1_sunset: date | None = Field(
+        default=None, description="When /v1/generate stops working (Sunset header)."
+    )
+
+    @field_validator("v1_deprecated_at", "v1_sunset", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> GatewaySettings:

@@ -8,6 +8,8 @@ import binascii
 import json
 import urllib.parse
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time
+from email.utils import format_datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from gateway.auth import parse_scopes
 from gateway.cache import cacheable
+from gateway.config import GatewaySettings
 from gateway.deps import IdentityDep, ServicesDep
 from gateway.errors import GatewayError, InvalidInput, Unauthorized
 from gateway.keys import KeyInfo, authenticate_key
@@ -25,6 +28,19 @@ from gateway.upstream import Piece
 router = APIRouter(prefix="/v1", tags=["v1"])
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def retirement_headers(settings: GatewaySettings) -> dict[str, str]:
+    """`Deprecation` (RFC 9745) and `Sunset` (RFC 8594) once retirement dates are set."""
+    headers = {}
+    if settings.v1_deprecated_at is not None:
+        moment = datetime.combine(settings.v1_deprecated_at, time(), tzinfo=UTC)
+        headers["Deprecation"] = f"@{int(moment.timestamp())}"
+    if settings.v1_sunset is not None:
+        moment = datetime.combine(settings.v1_sunset, time(), tzinfo=UTC)
+        headers["Sunset"] = format_datetime(moment, usegmt=True)
+        headers["Link"] = '</v2/generate>; rel="successor-version"'
+    return headers
 
 
 def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
@@ -42,7 +58,7 @@ async def generate(
     as text arrives, then `event: end` with `finish_reason` and usage (or `event: error`)."""
     request_id = request.state.request_id
     admitted = await svc.generations.admit(caller, body, request_id)
-    headers = admitted.decision.headers()
+    headers = {**admitted.decision.headers(), **retirement_headers(svc.settings)}
     if not body.stream and svc.cache.enabled and cacheable(admitted.call):
         return await _cached(admitted, svc, request_id, headers)
     if not body.stream:

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 
+from gateway.api.v1 import retirement_headers
 from gateway.auth import TokenService, parse_scopes
 from gateway.config import DEVELOPMENT_SECRET, GatewaySettings
 from gateway.errors import Forbidden, Unauthorized
@@ -114,3 +115,13 @@ def test_outside_local_mode_the_default_or_a_short_secret_is_refused() -> None:
         GatewaySettings(mode="production", jwt_secret="short")
     assert GatewaySettings(mode="production", jwt_secret=SECRET).jwt_secret == SECRET
     assert GatewaySettings().jwt_secret == DEVELOPMENT_SECRET
+
+
+def test_v1_retirement_headers_appear_once_dates_are_set() -> None:
+    assert retirement_headers(GatewaySettings()) == {}
+    headers = retirement_headers(
+        GatewaySettings(v1_deprecated_at="2027-01-01", v1_sunset="2027-07-01")
+    )
+    assert headers["Deprecation"] == "@1798761600"
+    assert headers["Sunset"] == "Thu, 01 Jul 2027 00:00:00 GMT"
+    assert "successor-version" in headers["Link"]

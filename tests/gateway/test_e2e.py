@@ -397,3 +397,36 @@ def test_two_gateway_processes_share_limits_exactly_through_redis(system: System
         for gateway in gateways:
             gateway.terminate()
             gateway.wait(30)
+
+
+def test_admins_manage_keys_through_the_admin_api(system: System) -> None:
+    admin = {"Authorization": f"Bearer {system.token('e2e-ops', 'admin')}"}
+    user = {"Authorization": f"Bearer {system.token('e2e-user2')}"}
+    with system.client() as client:
+        assert client.get("/admin/keys", headers=user).status_code == 403
+        made = client.post(
+            "/admin/keys", json={"name": "svc", "scopes": ["generate"]}, headers=admin
+        )
+        assert made.status_code == 201, made.text
+        key = made.json()
+        assert key["key"].startswith(f"tg_{key['key_id']}_")
+        assert key["created_by"] == "e2e-ops"
+        listed = client.get("/admin/keys", headers=admin).json()
+        assert key["key_id"] in [k["key_id"] for k in listed]
+        assert all("key" not in k for k in listed), "secrets are never listed"
+        form = {"grant_type": "client_credentials", "client_secret": key["key"]}
+        auth = {
+            "Authorization": f"Bearer {client.post('/v1/token', data=form).json()['access_token']}"
+        }
+        assert (
+            client.post(
+                "/v1/generate", json={"prompt": "x", "max_tokens": 1}, headers=auth
+            ).status_code
+            == 200
+        )
+        gone = client.delete(f"/admin/keys/{key['key_id']}", headers=admin)
+        assert gone.status_code == 200
+        assert gone.json()["revoked_at"]
+        refused = client.post("/v1/generate", json={"prompt": "x", "max_tokens": 1}, headers=auth)
+        assert refused.status_code == 401
+        assert client.delete("/admin/keys/nope", headers=admin).status_code == 404

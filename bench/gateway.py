@@ -1,0 +1,363 @@
+"""What the gateway adds: Triton called directly vs through the gateway, interleaved, one run.
+
+The same non-streamed requests go to the same Triton two ways: straight over gRPC
+(`tritonclient.grpc.aio`, as the gateway itself calls it), and over HTTP through a gateway
+process with everything on (JWT auth, the Redis rate limit when Redis answers, metrics, logs).
+Rounds alternate between the two, at concurrency 1, 16 and 64, against an instant echo model
+(so the difference is the gateway's) and against the real model. It prints requests/s,
+p50/p99 latency, what the gateway adds at p50/p99, and the gateway process's CPU time per
+request (from /proc), and saves a plot. Usage:
+
+    python -m bench.gateway --model code-gpt --concurrency 1,16,64 --requests 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import tritonclient.grpc as grpcclient
+from rich.console import Console
+from rich.table import Table
+from tritonclient.grpc.aio import InferenceServerClient
+
+from gateway.auth import TokenService
+from gateway.config import GatewaySettings
+from registry import aliases, catalog, migrate
+from registry.db import connect, reading, writing
+from registry.integrity import rebuild_from_repository
+from registry.manifest import DatasetRecord, Manifest, describe_file, write_manifest
+from registry.tables import VersionStatus, utcnow
+from workers.cli import server_for
+from workers.repository import write_model_config
+
+ECHO_ENTRY = '''"""Triton entry point of the benchmark's echo model."""
+
+import os
+import sys
+
+sys.path[:0] = [p for p in os.environ.get("TOLLGATE_PYTHONPATH", "").split(os.pathsep) if p]
+
+from bench.echo_model import TritonPythonModel  # noqa: E402
+
+__all__ = ["TritonPythonModel"]
+'''
+
+
+@dataclass
+class Round:
+    target: str
+    system: str
+    concurrency: int
+    latencies: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    cpu_s: float = 0.0  # the gateway process's CPU time in this round
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000
+
+
+def build(settings: GatewaySettings, model: str, work: Path) -> tuple[GatewaySettings, int]:
+    """A registry and repository in `work` holding the echo model and `model`'s newest version."""
+    source_db = connect(settings)
+    with reading(source_db) as session:
+        newest = (
+            catalog.list_versions(session=session, model=model, status=VersionStatus.READY, limit=1)
+            .items[0]
+            .version
+        )
+    source_db.dispose()
+    repo = work / "repo"
+    (repo / model).mkdir(parents=True)
+    (repo / model / str(newest)).symlink_to(settings.model_repository / model / str(newest))
+    echo = repo / "echo" / "1"
+    echo.mkdir(parents=True)
+    (echo / "model.py").write_text(ECHO_ENTRY)
+    write_manifest(
+        echo,
+        Manifest(
+            model="echo",
+            version=1,
+            created_at=utcnow(),
+            dataset=DatasetRecord(sha256="0" * 64),
+            hyperparameters={"model": {"context_length": 4096}},
+            artifacts=[describe_file(echo, "model.py", "python")],
+        ),
+    )
+    local = settings.model_copy(
+        update={
+            "var_dir": work / "var",
+            "model_repository": repo,
+            "database_url": f"sqlite:///{work / 'registry.db'}",
+            "triton_home": settings.triton_path,
+            "triton_http_port": free_port(),
+            "triton_grpc_port": free_port(),
+            "triton_metrics_port": free_port(),
+            "port": free_port(),
+            "worker_max_active": 64,
+            "worker_max_queue": 256,
+        }
+    )
+    db = connect(local)
+    migrate.upgrade(db)
+    with writing(db) as session:
+        rebuild_from_repository(session=session, repository=repo)
+        for name, version in (("echo", 1), (model, newest)):
+            aliases.set_alias(
+                session=session,
+                model=name,
+                alias="production",
+                version=version,
+                actor="bench",
+                reason="benchmark",
+            )
+    db.dispose()
+    write_model_config(repo, "echo", [1], local)
+    write_model_config(repo, model, [newest], local)
+    return local, newest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_round(
+    kind: str, target: tuple[str, int], level: int, count: int, endpoints: dict[str, Any]
+) -> Round:
+    model, version = target
+    result = Round(model, kind, level)
+    body: dict[str, Any] = {"prompt": "def add(a, b):", "max_tokens": 16, "temperature": 0.8}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+    http = httpx.AsyncClient(
+        base_url=endpoints["gateway"],
+        headers={"Authorization": f"Bearer {endpoints['token']}"},
+        limits=httpx.Limits(max_connections=level, max_keepalive_connections=level),
+        timeout=120,
+    )
+    grpc_client = InferenceServerClient(endpoints["grpc"])
+
+    async def direct() -> float:
+        values = [
+            ("text_input", "BYTES", np.array([body["prompt"].encode()], dtype=np.object_)),
+            ("max_tokens", "INT32", np.array([body["max_tokens"]], dtype=np.int32)),
+            ("temperature", "FP32", np.array([body["temperature"]], dtype=np.float32)),
+            ("stream", "BOOL", np.array([False], dtype=np.bool_)),
+        ]
+        inputs = []
+        for name, datatype, array in values:
+            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+
+        async def one() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": model, "model_version": str(version), "inputs": inputs}
+
+        start = time.perf_counter()
+        async for _result, error in grpc_client.stream_infer(inputs_iterator=one()):
+            if error is not None:
+                raise error
+            break
+        return time.perf_counter() - start
+
+    async def through_gateway() -> float:
+        start = time.perf_counter()
+        answer = await http.post("/v1/generate", json={**body, "model": model})
+        answer.raise_for_status()
+        return time.perf_counter() - start
+
+    call = direct if kind == "direct" else through_gateway
+
+    async def worker() -> None:
+        while True:
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            result.latencies.append(await call())
+
+    pid = endpoints["gateway_pid"]
+    cpu0, started = _cpu(pid), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(level)))
+    result.wall_s, result.cpu_s = time.perf_counter() - started, _cpu(pid) - cpu0
+    await http.aclose()
+    await grpc_client.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway")
+    parser.add_argument("--model", default="code-gpt")
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--requests", type=int, default=200, help="per round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per system")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--plot", type=Path, help="default: <var_dir>/bench/gateway.png")
+    args = parser.parse_args()
+    console = Console(width=180)
+    base = GatewaySettings()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    settings, version = build(base, args.model, work)
+    settings = settings.model_copy(
+        update={
+            "redis_url": args.redis,
+            "cache_ttl_s": 0,
+            "rate_requests_capacity": 10**9,
+            "rate_tokens_capacity": 10**9,
+        }
+    )
+    token, _ = TokenService(settings).issue(subject="bench", scopes=frozenset({"generate"}))
+    env = {
+        **os.environ,
+        "TOLLGATE_VAR_DIR": str(settings.var_dir),
+        "TOLLGATE_DATABASE_URL": settings.database_url,
+        "TOLLGATE_MODEL_REPOSITORY": str(settings.model_repository),
+        "TOLLGATE_TRITON_GRPC_PORT": str(settings.triton_grpc_port),
+        "TOLLGATE_PORT": str(settings.port),
+        "TOLLGATE_REDIS_URL": args.redis,
+        "TOLLGATE_CACHE_TTL_S": "0",
+        "TOLLGATE_RATE_REQUESTS_CAPACITY": str(10**9),
+        "TOLLGATE_RATE_TOKENS_CAPACITY": str(10**9),
+        "TOLLGATE_LOG_LEVEL": "warning",
+    }
+    results: list[Round] = []
+    with server_for(settings, ["echo", args.model]) as triton:
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"], env=env, stdout=subprocess.DEVNULL
+        )
+        try:
+            gateway_url = f"http://127.0.0.1:{settings.port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{gateway_url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("the gateway did not become ready")
+                time.sleep(0.2)
+            endpoints = {
+                "gateway": gateway_url,
+                "grpc": triton.grpc_url,
+                "token": token,
+                "gateway_pid": gateway.pid,
+            }
+            for target in (("echo", 1), (args.model, version)):
+                for level in levels:
+                    count = args.requests if target[0] == "echo" else max(level, args.requests // 4)
+                    for kind in ("direct", "gateway"):  # warm-up
+                        asyncio.run(run_round(kind, target, level, level, endpoints))
+                    for _ in range(args.rounds):
+                        for kind in ("direct", "gateway"):
+                            results.append(
+                                asyncio.run(run_round(kind, target, level, count, endpoints))
+                            )
+                    console.print(f"{target[0]} at concurrency {level} done")
+        finally:
+            gateway.terminate()
+            gateway.wait(30)
+    shutil.rmtree(work, ignore_errors=True)
+    console.print(report(results, levels, [("echo", 1), (args.model, version)]))
+    plot = args.plot or base.var_dir / "bench" / "gateway.png"
+    save_plot(results, levels, plot)
+    console.print(f"plot: {plot}")
+
+
+def _merge(rounds: list[Round]) -> Round:
+    merged = Round(rounds[0].target, rounds[0].system, rounds[0].concurrency)
+    for r in rounds:
+        merged.latencies += r.latencies
+        merged.wall_s += r.wall_s
+        merged.cpu_s += r.cpu_s
+    return merged
+
+
+def report(results: list[Round], levels: list[int], targets: list[tuple[str, int]]) -> Table:
+    table = Table(
+        "model",
+        "concurrency",
+        "direct req/s",
+        "gateway req/s",
+        "direct p50/p99 ms",
+        "gateway p50/p99 ms",
+        "added p50 ms",
+        "added p99 ms",
+        "gateway CPU ms/req",
+    )
+    for model, _ in targets:
+        for level in levels:
+            rows = [r for r in results if r.target == model and r.concurrency == level]
+            d = _merge([r for r in rows if r.system == "direct"])
+            g = _merge([r for r in rows if r.system == "gateway"])
+            table.add_row(
+                model,
+                str(level),
+                f"{len(d.latencies) / d.wall_s:,.0f}",
+                f"{len(g.latencies) / g.wall_s:,.0f}",
+                f"{d.pct(50):.2f} / {d.pct(99):.2f}",
+                f"{g.pct(50):.2f} / {g.pct(99):.2f}",
+                f"{g.pct(50) - d.pct(50):.2f}",
+                f"{g.pct(99) - d.pct(99):.2f}",
+                f"{g.cpu_s / len(g.latencies) * 1000:.2f}",
+            )
+    return table
+
+
+def save_plot(results: list[Round], levels: list[int], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    targets = list(dict.fromkeys(r.target for r in results))
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.5 * len(targets), 4), squeeze=False)
+    for axis, model in zip(axes[0], targets, strict=True):
+        for system in ("direct", "gateway"):
+            p50 = [
+                statistics.median(
+                    x
+                    for r in results
+                    if (r.target, r.system, r.concurrency) == (model, system, level)
+                    for x in r.latencies
+                )
+                * 1000
+                for level in levels
+            ]
+            axis.plot(levels, p50, marker="o", label=f"{system} p50")
+        axis.set(
+            title=model, xlabel="concurrency", ylabel="latency p50 (ms)", xscale="log", yscale="log"
+        )
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ from gateway.errors import Forbidden, Unauthorized
 
 LOCAL_ALGORITHM = "HS256"
 MAX_LIFETIME_S = 900
+_CACHE_SIZE = 10_000
 SCOPES = frozenset({"generate", "admin"})
 
 
@@ -65,6 +66,9 @@ class TokenService:
         self.settings = settings
         self._jwks = jwks  # kid -> (JWK, algorithms allowed for it), or None if unknown
         self._clock = clock
+        # Verified tokens until they expire: a client sends the same token for many requests.
+        # Only the signature and claims are cached; key revocation is checked per request.
+        self._verified: dict[str, tuple[float, Identity]] = {}
 
     def issue(
         self, *, subject: str, scopes: frozenset[str], key_id: str = "", ttl_s: int | None = None
@@ -89,6 +93,19 @@ class TokenService:
 
     def verify(self, token: str) -> Identity:
         """The caller behind a bearer token, or Unauthorized saying what is wrong."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            expires, identity = cached
+            if self._clock() < expires:
+                return identity
+            del self._verified[token]
+        identity = self._verify(token)
+        if len(self._verified) >= _CACHE_SIZE:
+            self._verified.clear()  # crude but bounded; a full cache is refilled in one pass
+        self._verified[token] = (float(identity.claims["exp"]), identity)
+        return identity
+
+    def _verify(self, token: str) -> Identity:
         try:
             header = jwt.get_unverified_header(token)
         except JWTError as exc:

@@ -83,6 +83,7 @@ class Generations:
         self.limiter, self.metrics = limiter, metrics
         self.filter = InputFilter(settings, metrics)
         self._key_limits: dict[str, Limits] = {}
+        self._refunds: set[asyncio.Task[None]] = set()
         self.defaults = Limits(
             settings.rate_requests_capacity,
             settings.rate_requests_per_s,
@@ -184,6 +185,11 @@ class Generations:
         finally:
             self.metrics.generations.labels(*labels, admitted.alias, outcome).inc()
             refund = call.max_tokens - generated
-            await self.limiter.refund(
-                admitted.identity.bucket, admitted.limits, refund, admitted.decision
-            )
+            if refund > 0:  # off the response's path: the caller need not wait for it
+                task = asyncio.create_task(
+                    self.limiter.refund(
+                        admitted.identity.bucket, admitted.limits, refund, admitted.decision
+                    )
+                )
+                self._refunds.add(task)
+                task.add_done_callback(self._refunds.discard)

@@ -16,7 +16,7 @@ from http import HTTPStatus
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,6 +26,7 @@ from gateway.auth import TokenService
 from gateway.cache import ResponseCache
 from gateway.config import GatewaySettings
 from gateway.deps import Services
+from gateway.disconnect import ClientGone
 from gateway.errors import GatewayError
 from gateway.jwks import JWKSKeys
 from gateway.keys import list_keys
@@ -163,6 +164,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
         return _error(request, exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)  # nobody reads it; the access log and metrics do
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

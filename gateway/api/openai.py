@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.api.v1 import SSE_HEADERS
 from gateway.deps import IdentityDep, ServicesDep
+from gateway.disconnect import unless_disconnected
 from gateway.errors import GatewayError
 from gateway.schemas import GenerateRequest
 from gateway.service import Admitted
@@ -103,25 +104,33 @@ async def completions(
             media_type="text/event-stream",
             headers={**admitted.decision.headers(), **SSE_HEADERS},
         )
-    choices, prompt_tokens, completion_tokens = [], 0, 0
-    headers: dict[str, str] = {}
-    for index, prompt in enumerate(prompts):
-        admitted = await svc.generations.admit(caller, body.generate_request(prompt), request_id)
-        headers = admitted.decision.headers()
-        text, final = [], Piece("", [])
-        async for piece in svc.generations.run(admitted):
-            text.append(piece.text)
-            final = piece
-        choices.append(
-            {
-                "text": "".join(text),
-                "index": index,
-                "logprobs": None,
-                "finish_reason": _FINISH.get(final.finish_reason, "stop"),
-            }
-        )
-        prompt_tokens += final.prompt_tokens
-        completion_tokens += final.completion_tokens
+
+    async def collect() -> tuple[list[dict[str, Any]], int, int, dict[str, str]]:
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        headers: dict[str, str] = {}
+        for index, prompt in enumerate(prompts):
+            request_body = body.generate_request(prompt)
+            admitted = await svc.generations.admit(caller, request_body, request_id)
+            headers = admitted.decision.headers()
+            text, final = [], Piece("", [])
+            async for piece in svc.generations.run(admitted):
+                text.append(piece.text)
+                final = piece
+            choices.append(
+                {
+                    "text": "".join(text),
+                    "index": index,
+                    "logprobs": None,
+                    "finish_reason": _FINISH.get(final.finish_reason, "stop"),
+                }
+            )
+            prompt_tokens += final.prompt_tokens
+            completion_tokens += final.completion_tokens
+        return choices, prompt_tokens, completion_tokens, headers
+
+    choices, prompt_tokens, completion_tokens, headers = await unless_disconnected(
+        request, collect()
+    )
     return JSONResponse(
         {
             "id": f"cmpl-{request_id}",

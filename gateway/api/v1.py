@@ -19,6 +19,7 @@ from gateway.auth import parse_scopes
 from gateway.cache import cacheable
 from gateway.config import GatewaySettings
 from gateway.deps import IdentityDep, ServicesDep
+from gateway.disconnect import unless_disconnected
 from gateway.errors import GatewayError, InvalidInput, Unauthorized
 from gateway.keys import KeyInfo, authenticate_key
 from gateway.schemas import GenerateRequest, GenerateResponse, TokenResponse, Usage
@@ -60,9 +61,9 @@ async def generate(
     admitted = await svc.generations.admit(caller, body, request_id)
     headers = {**admitted.decision.headers(), **retirement_headers(svc.settings)}
     if not body.stream and svc.cache.enabled and cacheable(admitted.call):
-        return await _cached(admitted, svc, request_id, headers)
+        return await unless_disconnected(request, _cached(admitted, svc, request_id, headers))
     if not body.stream:
-        answer = await _complete(admitted, svc, request_id)
+        answer = await unless_disconnected(request, _complete(admitted, svc, request_id))
         return JSONResponse(answer.model_dump(), headers=headers)
     pieces = svc.generations.run(admitted)
     # Wait for the first response, so failures before any text are plain HTTP errors.

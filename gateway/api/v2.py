@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.api.v1 import SSE_HEADERS
 from gateway.deps import IdentityDep, ServicesDep
+from gateway.disconnect import unless_disconnected
 from gateway.errors import GatewayError
 from gateway.schemas import GenerateRequest
 from gateway.upstream import Piece
@@ -112,20 +113,22 @@ async def generate(
             media_type="text/event-stream",
             headers={**admitted.decision.headers(), **SSE_HEADERS},
         )
-    outputs, headers, model, version = [], {}, "", 0
-    for prompt in prompts:
-        admitted = await svc.generations.admit(caller, body.request(prompt), request_id)
-        headers, model, version = (
-            admitted.decision.headers(),
-            admitted.call.model,
-            admitted.call.version,
-        )
-        text, ids, final = [], [], Piece("", [])
-        async for piece in svc.generations.run(admitted):
-            text.append(piece.text)
-            ids += piece.token_ids
-            final = piece
-        outputs.append(_output("".join(text), ids, final))
+
+    async def collect() -> tuple[list[dict[str, Any]], dict[str, str], str, int]:
+        outputs, headers, model, version = [], {}, "", 0
+        for prompt in prompts:
+            admitted = await svc.generations.admit(caller, body.request(prompt), request_id)
+            headers = admitted.decision.headers()
+            model, version = admitted.call.model, admitted.call.version
+            text, ids, final = [], [], Piece("", [])
+            async for piece in svc.generations.run(admitted):
+                text.append(piece.text)
+                ids += piece.token_ids
+                final = piece
+            outputs.append(_output("".join(text), ids, final))
+        return outputs, headers, model, version
+
+    outputs, headers, model, version = await unless_disconnected(request, collect())
     return JSONResponse(
         {"id": request_id, "model": model, "version": version, "outputs": outputs},
         headers=headers,

@@ -230,7 +230,8 @@ def _env(settings: GatewaySettings) -> dict[str, str]:
 
 def test_a_full_worker_answers_503_with_retry_after(system: System) -> None:
     auth = {"Authorization": f"Bearer {system.token('e2e-busy')}"}
-    long = {"prompt": "def f():\n", "max_tokens": 250, "temperature": 0}
+    # Sampled without a seed, so no answer can come from the response cache.
+    long = {"prompt": "def f():\n", "max_tokens": 250, "temperature": 0.9}
     with system.client() as client, ThreadPoolExecutor(4) as pool:
         answers = list(
             pool.map(lambda _: client.post("/v1/generate", json=long, headers=auth), range(4))
@@ -430,3 +431,27 @@ def test_admins_manage_keys_through_the_admin_api(system: System) -> None:
         refused = client.post("/v1/generate", json={"prompt": "x", "max_tokens": 1}, headers=auth)
         assert refused.status_code == 401
         assert client.delete("/admin/keys/nope", headers=admin).status_code == 404
+
+
+def _disconnects(text: str) -> float:
+    prefix = "tollgate_generations_total{"
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix) and 'outcome="disconnected"' in line
+    )
+
+
+def test_a_client_that_leaves_a_plain_request_cancels_its_generation(system: System) -> None:
+    auth = {"Authorization": f"Bearer {system.token('e2e-leaves-json')}"}
+    long = {"prompt": "def f():\n", "max_tokens": 250, "temperature": 0.9}
+    with system.client() as client:
+        before = _disconnects(client.get("/metrics").text)
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/generate", json=long, headers=auth, timeout=0.05)
+        deadline = time.monotonic() + 10
+        while _disconnects(client.get("/metrics").text) <= before:
+            assert time.monotonic() < deadline, "the gateway kept generating for nobody"
+            time.sleep(0.05)
+        after = client.post("/v1/generate", json={"prompt": "x", "max_tokens": 2}, headers=auth)
+        assert after.status_code == 200, after.text

@@ -12,7 +12,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.auth import Identity
 from gateway.config import GatewaySettings
@@ -151,6 +151,24 @@ class Generations:
         )
         return Admitted(call, alias, identity, limits, decision, started)
 
+    async def stream(self, admitted: Admitted) -> AsyncIterator[Piece]:
+        """The worker's responses, once the first has arrived: a failure before any text is
+        raised here, while the caller can still answer with a plain HTTP error."""
+        pieces = self.run(admitted)
+        first = await anext(pieces)
+        return _resume(first, pieces)
+
+    async def complete(self, admitted: Admitted) -> Piece:
+        """The whole answer as one piece: all text and ids, and the final response's outcome."""
+        text: list[str] = []
+        ids: list[int] = []
+        final = Piece("", [])
+        async for piece in self.run(admitted):
+            text.append(piece.text)
+            ids += piece.token_ids
+            final = piece
+        return replace(final, text="".join(text), token_ids=ids)
+
     async def release(self, admitted: Admitted) -> None:
         """Give back every reserved token of a request that generated nothing (a cache hit)."""
         await self.limiter.refund(
@@ -193,3 +211,12 @@ class Generations:
                 )
                 self._refunds.add(task)
                 task.add_done_callback(self._refunds.discard)
+
+
+async def _resume(first: Piece, rest: AsyncIterator[Piece]) -> AsyncIterator[Piece]:
+    try:
+        yield first
+        async for piece in rest:
+            yield piece
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]

@@ -97,10 +97,9 @@ async def completions(
         admitted = await svc.generations.admit(
             caller, body.generate_request(prompts[0]), request_id
         )
-        pieces = svc.generations.run(admitted)
-        first = await anext(pieces)
+        pieces = await svc.generations.stream(admitted)
         return StreamingResponse(
-            _chunks(admitted, first, pieces, f"cmpl-{request_id}", created),
+            _chunks(admitted, pieces, f"cmpl-{request_id}", created),
             media_type="text/event-stream",
             headers={**admitted.decision.headers(), **SSE_HEADERS},
         )
@@ -112,13 +111,10 @@ async def completions(
             request_body = body.generate_request(prompt)
             admitted = await svc.generations.admit(caller, request_body, request_id)
             headers = admitted.decision.headers()
-            text, final = [], Piece("", [])
-            async for piece in svc.generations.run(admitted):
-                text.append(piece.text)
-                final = piece
+            final = await svc.generations.complete(admitted)
             choices.append(
                 {
-                    "text": "".join(text),
+                    "text": final.text,
                     "index": index,
                     "logprobs": None,
                     "finish_reason": _FINISH.get(final.finish_reason, "stop"),
@@ -149,7 +145,7 @@ async def completions(
 
 
 async def _chunks(
-    admitted: Admitted, first: Piece, rest: AsyncIterator[Piece], cid: str, created: int
+    admitted: Admitted, pieces: AsyncIterator[Piece], cid: str, created: int
 ) -> AsyncIterator[bytes]:
     def chunk(text: str, finish: str | None, usage: dict[str, int] | None = None) -> bytes:
         body: dict[str, Any] = {
@@ -163,9 +159,8 @@ async def _chunks(
             body["usage"] = usage
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
-    piece: Piece | None = first
     try:
-        while piece is not None:
+        async for piece in pieces:
             if piece.final:
                 usage = {
                     "prompt_tokens": piece.prompt_tokens,
@@ -174,12 +169,8 @@ async def _chunks(
                 }
                 yield chunk(piece.text, _FINISH.get(piece.finish_reason, "stop"), usage)
                 yield b"data: [DONE]\n\n"
-                return
-            if piece.text:
+            elif piece.text:
                 yield chunk(piece.text, None)
-            piece = await anext(rest, None)
     except GatewayError as exc:
         error = {"error": {"code": exc.code, "message": exc.message}}
         yield f"data: {json.dumps(error)}\n\n".encode()
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]

@@ -65,11 +65,9 @@ async def generate(
     if not body.stream:
         answer = await unless_disconnected(request, _complete(admitted, svc, request_id))
         return JSONResponse(answer.model_dump(), headers=headers)
-    pieces = svc.generations.run(admitted)
-    # Wait for the first response, so failures before any text are plain HTTP errors.
-    first = await anext(pieces)
+    pieces = await svc.generations.stream(admitted)
     return StreamingResponse(
-        _events(admitted, first, pieces, request_id),
+        _events(admitted, pieces, request_id),
         media_type="text/event-stream",
         headers={**headers, **SSE_HEADERS},
     )
@@ -92,49 +90,39 @@ async def _cached(
 
 
 async def _complete(admitted: Admitted, svc: ServicesDep, request_id: str) -> GenerateResponse:
-    text: list[str] = []
-    final = Piece("", [])
-    async for piece in svc.generations.run(admitted):
-        text.append(piece.text)
-        final = piece
+    final = await svc.generations.complete(admitted)
     return GenerateResponse(
         id=request_id,
         model=admitted.call.model,
         version=admitted.call.version,
-        completion="".join(text),
+        completion=final.text,
         finish_reason=final.finish_reason,
         usage=Usage(prompt_tokens=final.prompt_tokens, completion_tokens=final.completion_tokens),
     )
 
 
 async def _events(
-    admitted: Admitted, first: Piece, rest: AsyncIterator[Piece], request_id: str
+    admitted: Admitted, pieces: AsyncIterator[Piece], request_id: str
 ) -> AsyncIterator[bytes]:
-    piece: Piece | None = first
     try:
-        while piece is not None:
+        async for piece in pieces:
             if piece.text:
                 yield _sse({"delta": piece.text})
             if piece.final:
-                yield _sse(
-                    {
-                        "id": request_id,
-                        "model": admitted.call.model,
-                        "version": admitted.call.version,
-                        "finish_reason": piece.finish_reason,
-                        "usage": {
-                            "prompt_tokens": piece.prompt_tokens,
-                            "completion_tokens": piece.completion_tokens,
-                        },
-                    },
-                    event="end",
-                )
-                return
-            piece = await anext(rest, None)
+                usage = {
+                    "prompt_tokens": piece.prompt_tokens,
+                    "completion_tokens": piece.completion_tokens,
+                }
+                end = {
+                    "id": request_id,
+                    "model": admitted.call.model,
+                    "version": admitted.call.version,
+                    "finish_reason": piece.finish_reason,
+                    "usage": usage,
+                }
+                yield _sse(end, event="end")
     except GatewayError as exc:
         yield _sse({"error": {"code": exc.code, "message": exc.message}}, event="error")
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
 
 
 @router.post("/token", response_model=TokenResponse)

@@ -78,15 +78,16 @@ async def generate(
     prompts = body.inputs if isinstance(body.inputs, list) else [body.inputs]
     if body.stream:
         admitted = await svc.generations.admit(caller, body.request(prompts[0]), request_id)
-        pieces = svc.generations.run(admitted)
-        first = await anext(pieces)
+        pieces = await svc.generations.stream(admitted)
 
         async def events() -> AsyncIterator[bytes]:
-            piece: Piece | None = first
             ids: list[int] = []
             try:
-                while piece is not None:
+                async for piece in pieces:
                     ids += piece.token_ids
+                    if piece.text or not piece.final:
+                        delta = {"text": piece.text, "token_ids": piece.token_ids}
+                        yield f"data: {json.dumps(delta, ensure_ascii=False)}\n\n".encode()
                     if piece.final:
                         end = {
                             "id": request_id,
@@ -94,19 +95,10 @@ async def generate(
                             "version": admitted.call.version,
                             "output": _output("", ids, piece),
                         }
-                        if piece.text:
-                            delta = {"text": piece.text, "token_ids": piece.token_ids}
-                            yield f"data: {json.dumps(delta, ensure_ascii=False)}\n\n".encode()
                         yield f"event: end\ndata: {json.dumps(end)}\n\n".encode()
-                        return
-                    delta = {"text": piece.text, "token_ids": piece.token_ids}
-                    yield f"data: {json.dumps(delta, ensure_ascii=False)}\n\n".encode()
-                    piece = await anext(pieces, None)
             except GatewayError as exc:
                 problem = {"code": exc.code, "title": exc.message, "status": exc.status}
                 yield f"event: error\ndata: {json.dumps(problem)}\n\n".encode()
-            finally:
-                await pieces.aclose()  # type: ignore[attr-defined]
 
         return StreamingResponse(
             events(),
@@ -120,12 +112,8 @@ async def generate(
             admitted = await svc.generations.admit(caller, body.request(prompt), request_id)
             headers = admitted.decision.headers()
             model, version = admitted.call.model, admitted.call.version
-            text, ids, final = [], [], Piece("", [])
-            async for piece in svc.generations.run(admitted):
-                text.append(piece.text)
-                ids += piece.token_ids
-                final = piece
-            outputs.append(_output("".join(text), ids, final))
+            final = await svc.generations.complete(admitted)
+            outputs.append(_output(final.text, final.token_ids, final))
         return outputs, headers, model, version
 
     outputs, headers, model, version = await unless_disconnected(request, collect())

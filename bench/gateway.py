@@ -30,13 +30,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-import tritonclient.grpc as grpcclient
 from rich.console import Console
 from rich.table import Table
 from tritonclient.grpc.aio import InferenceServerClient
 
 from gateway.auth import TokenService
 from gateway.config import GatewaySettings
+from gateway.upstream import GenerateCall, infer_inputs
 from registry import aliases, catalog, migrate
 from registry.db import connect, reading, writing
 from registry.integrity import rebuild_from_repository
@@ -160,18 +160,17 @@ async def run_round(
     )
     grpc_client = InferenceServerClient(endpoints["grpc"])
 
+    call = GenerateCall(
+        model=model,
+        version=version,
+        prompt=body["prompt"],
+        max_tokens=body["max_tokens"],
+        temperature=body["temperature"],
+        stream=False,
+    )
+
     async def direct() -> float:
-        values = [
-            ("text_input", "BYTES", np.array([body["prompt"].encode()], dtype=np.object_)),
-            ("max_tokens", "INT32", np.array([body["max_tokens"]], dtype=np.int32)),
-            ("temperature", "FP32", np.array([body["temperature"]], dtype=np.float32)),
-            ("stream", "BOOL", np.array([False], dtype=np.bool_)),
-        ]
-        inputs = []
-        for name, datatype, array in values:
-            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
+        inputs = infer_inputs(call)  # the tensors the gateway sends
 
         async def one() -> AsyncIterator[dict[str, Any]]:
             yield {"model_name": model, "model_version": str(version), "inputs": inputs}
@@ -189,7 +188,7 @@ async def run_round(
         answer.raise_for_status()
         return time.perf_counter() - start
 
-    call = direct if kind == "direct" else through_gateway
+    send = direct if kind == "direct" else through_gateway
 
     async def worker() -> None:
         while True:
@@ -197,7 +196,7 @@ async def run_round(
                 queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            result.latencies.append(await call())
+            result.latencies.append(await send())
 
     pid = endpoints["gateway_pid"]
     cpu0, started = _cpu(pid), time.perf_counter()

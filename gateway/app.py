@@ -36,7 +36,7 @@ from gateway.ratelimit import REVOKED_SET, RateLimiter
 from gateway.routing import RouteTable
 from gateway.service import Generations
 from gateway.upstream import TritonPool
-from registry.db import connect
+from registry.db import RegistryDatabase, connect
 
 log = logging.getLogger("tollgate.gateway")
 
@@ -49,7 +49,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         db = connect(settings)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         if redis is not None:
-            await _sync_revocations(redis, settings)
+            await _sync_revocations(redis, db)
         http = httpx.AsyncClient()
         jwks = (
             JWKSKeys(
@@ -123,13 +123,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     return app
 
 
-async def _sync_revocations(redis: Redis, settings: GatewaySettings) -> None:
+async def _sync_revocations(redis: Redis, db: RegistryDatabase) -> None:
     """Make sure every key revoked in the database is in Redis's revoked set."""
-    db = connect(settings)
-    try:
-        keys = await asyncio.to_thread(list_keys, db=db, include_revoked=True)
-    finally:
-        db.dispose()
+    keys = await asyncio.to_thread(list_keys, db=db, include_revoked=True)
     revoked = [k.key_id for k in keys if not k.active]
     if revoked:
         try:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from gateway.errors import NotFound, Unavailable
@@ -62,7 +63,7 @@ class RouteTable:
         self.db = db
         self.refresh_s = refresh_s
         self.routes: dict[str, Route] = {}
-        self.loaded = False
+        self.refreshed_at = -float("inf")  # monotonic time of the last successful read
         self._versions: dict[tuple[str, int], VersionInfo] = {}  # versions never change
         self._task: asyncio.Task[None] | None = None
 
@@ -124,8 +125,13 @@ class RouteTable:
                     canary_weight=(canary.weight or 0) if canary else 0,
                     ready=ready,
                 )
-        self.routes, self.loaded = routes, True
+        self.routes, self.refreshed_at = routes, time.monotonic()
         return routes
+
+    @property
+    def fresh(self) -> bool:
+        """Whether the last read of the registry succeeded recently (for readiness)."""
+        return time.monotonic() - self.refreshed_at < 3 * self.refresh_s + 1
 
     async def start(self) -> None:
         await asyncio.to_thread(self.reload)

@@ -63,7 +63,8 @@ class Endpoint:
     healthy: bool = True
 
 
-def _inputs(call: GenerateCall) -> list[grpcclient.InferInput]:
+def infer_inputs(call: GenerateCall) -> list[grpcclient.InferInput]:
+    """The generate model's input tensors for a call."""
     values: list[tuple[str, str, Any]] = [
         ("text_input", "BYTES", np.array([call.prompt.encode()], dtype=np.object_)),
         ("max_tokens", "INT32", np.array([call.max_tokens], dtype=np.int32)),
@@ -203,7 +204,7 @@ class TritonPool:
             yield {
                 "model_name": call.model,
                 "model_version": str(call.version),
-                "inputs": _inputs(call),
+                "inputs": infer_inputs(call),
                 "request_id": call.request_id,
             }
 

@@ -21,7 +21,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.auth import TokenService
 from gateway.config import GatewaySettings
-from gateway.keys import KeyLimits, create_key
+from gateway.keys import KeyInfo, KeyLimits, create_key
 from registry.db import connect
 from tests.published import free_port
 from tests.services import REDIS_URL
@@ -43,6 +43,14 @@ class System:
             subject=subject, scopes=frozenset(scopes.split(","))
         )
         return issued
+
+    def key(self, name: str, limits: KeyLimits) -> tuple[str, KeyInfo]:
+        """A new API key with `generate` and these limits: (the key itself, its record)."""
+        db = connect(self.settings)
+        try:
+            return create_key(db=db, name=name, scopes="generate", actor="test", limits=limits)
+        finally:
+            db.dispose()
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=60)
@@ -176,15 +184,7 @@ def test_bad_input_gets_a_stable_code_and_no_trace(system: System) -> None:
 
 
 def test_api_keys_exchange_rate_limit_and_revocation(system: System) -> None:
-    db = connect(system.settings)
-    secret, info = create_key(
-        db=db,
-        name="e2e",
-        scopes="generate",
-        actor="test",
-        limits=KeyLimits(requests_capacity=2, requests_per_s=0.01),
-    )
-    db.dispose()
+    secret, info = system.key("e2e", KeyLimits(requests_capacity=2, requests_per_s=0.01))
     with system.client() as client:
         refused = client.post(
             "/v1/token", data={"grant_type": "client_credentials", "client_secret": "tg_x_y"}
@@ -341,15 +341,7 @@ def test_deterministic_answers_come_from_the_cache_the_second_time(system: Syste
 
 
 def test_two_gateway_processes_share_limits_exactly_through_redis(system: System) -> None:
-    db = connect(system.settings)
-    secret, _ = create_key(
-        db=db,
-        name="shared",
-        scopes="generate",
-        actor="test",
-        limits=KeyLimits(requests_capacity=10, requests_per_s=0.001),
-    )
-    db.dispose()
+    secret, _ = system.key("shared", KeyLimits(requests_capacity=10, requests_per_s=0.001))
     ports = [free_port(), free_port()]
     env = {
         **os.environ,

@@ -90,8 +90,15 @@ def system(published: WorkerSettings) -> Iterator[System]:
         while not server.started:
             assert time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.05)
+        running = System(settings, f"http://127.0.0.1:{settings.port}")
+        # One request first, as a running service has served many: the first response of a
+        # freshly loaded model is slow, and the tokens behind it then leave as one response.
+        with running.client() as client:
+            warm = {"prompt": "x", "max_tokens": 8, "temperature": 0.5, "stream": True}
+            auth = {"Authorization": f"Bearer {running.token('e2e-warm-up')}"}
+            assert client.post("/v1/generate", json=warm, headers=auth).status_code == 200
         try:
-            yield System(settings, f"http://127.0.0.1:{settings.port}")
+            yield running
         finally:
             server.should_exit = True
             thread.join(15)

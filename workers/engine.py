@@ -120,6 +120,8 @@ class _Sequence:
         self.out_ids: list[int] = []
         self.out_final: Chunk | None = None
         self.queued = False  # waiting in the outbox
+        # Where the first response ends in the buffer (text, ids); (-1, -1) once it is sent.
+        self.first_cut: tuple[int, int] | None = None
         self.probe = False  # the outbox should ask whether the client went away
         self.gone = False  # the client went away or its sink failed (set by the outbox)
         self.closed = False  # the final response was delivered
@@ -145,6 +147,10 @@ class _Outbox:
         self, sequence: _Sequence, text: str, ids: list[int], final: Chunk | None = None
     ) -> None:
         with self._lock:
+            if sequence.first_cut is None and final is None and (text or ids):
+                # The first text leaves as a response of its own, even if more piles up
+                # behind it before the thread gets to it (time to first token).
+                sequence.first_cut = (len(sequence.out_text) + len(text), len(ids))
             sequence.out_text += text
             sequence.out_ids.extend(ids)
             if final is not None and sequence.out_final is None:
@@ -179,8 +185,17 @@ class _Outbox:
                     self._lock.wait()
                 sequence = self._ready.popleft()
                 sequence.queued = False
-                text, ids, final = sequence.out_text, sequence.out_ids, sequence.out_final
-                sequence.out_text, sequence.out_ids, sequence.out_final = "", [], None
+                cut = sequence.first_cut
+                if cut is not None and cut != (-1, -1):
+                    sequence.first_cut = (-1, -1)  # done: later packs may merge
+                    text, ids, final = sequence.out_text[: cut[0]], sequence.out_ids[: cut[1]], None
+                    sequence.out_text = sequence.out_text[cut[0] :]
+                    sequence.out_ids = sequence.out_ids[cut[1] :]
+                    if sequence.out_text or sequence.out_ids or sequence.out_final:
+                        self._enqueue(sequence)
+                else:
+                    text, ids, final = sequence.out_text, sequence.out_ids, sequence.out_final
+                    sequence.out_text, sequence.out_ids, sequence.out_final = "", [], None
                 probe, sequence.probe = sequence.probe, False
             self._deliver(sequence, text, ids, final, probe)
 

@@ -225,11 +225,12 @@ def test_requests_being_prefilled_when_the_loop_dies_get_their_error_too() -> No
     _, final = _run(engine, "abc", max_tokens=1)  # step 1: its prefill, and it is done
     assert final.finish_reason == "length"
     joining = [ListSink() for _ in range(3)]
-    for sink in joining:  # step 2, their prefill, fails
-        engine.submit(
-            GenerationRequest(prompt="xyz", params=SamplingParams(max_tokens=5, temperature=0)),
-            sink,
-        )
+    with engine._lock:  # all three wait together, so one prefill (step 2, which fails) has them
+        for sink in joining:
+            engine.submit(
+                GenerationRequest(prompt="xyz", params=SamplingParams(max_tokens=5, temperature=0)),
+                sink,
+            )
     assert all("decoder exploded" in _chunks(s)[-1].error for s in joining)
     assert len(failures) == 1
     assert "decoder exploded" in failures[0]

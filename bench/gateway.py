@@ -1,20 +1,25 @@
 """What the gateway adds: Triton called directly vs through the gateway, interleaved, one run.
 
-The same non-streamed requests go to the same Triton two ways: straight over gRPC
-(`tritonclient.grpc.aio`, as the gateway itself calls it), and over HTTP through a gateway
-process with everything on (JWT auth, the Redis rate limit when Redis answers, metrics, logs).
+The same non-streamed requests go to the same Triton two ways: straight over gRPC (the
+gateway's own Triton client, `gateway.upstream.Endpoint`, on kept streams), and over HTTP
+(`aiohttp`, a lean load generator) through a gateway process with everything on (JWT auth, the
+Redis rate limit when Redis answers, metrics, logs).
 Rounds alternate between the two, at concurrency 1, 16 and 64, against an instant echo model
 (so the difference is the gateway's) and against the real model. It prints requests/s,
-p50/p99 latency, what the gateway adds at p50/p99, and the gateway process's CPU time per
-request (from /proc), and saves a plot. Usage:
+p50/p99 latency, what the gateway adds at p50/p99, the gateway process's CPU time per request
+(from /proc) and the load generator's own, and saves a plot. Usage:
 
     python -m bench.gateway --model code-gpt --concurrency 1,16,64 --requests 200
+
+`--only-echo` skips the real model; `BENCH_GATEWAY_PREFIX="-m cProfile -o gw.prof"` runs the
+gateway under a profiler.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -23,20 +28,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from tritonclient.grpc.aio import InferenceServerClient
 
 from gateway.auth import TokenService
 from gateway.config import GatewaySettings
-from gateway.upstream import GenerateCall, infer_inputs
+from gateway.upstream import Endpoint, GenerateCall, infer_request
 from registry import aliases, catalog, migrate
 from registry.db import connect, reading, writing
 from registry.integrity import rebuild_from_repository
@@ -66,6 +70,7 @@ class Round:
     latencies: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0  # the gateway process's CPU time in this round
+    client_cpu_s: float = 0.0  # this process's (the load generator's)
 
     def pct(self, q: float) -> float:
         return float(np.percentile(self.latencies, q)) * 1000
@@ -152,13 +157,14 @@ async def run_round(
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):
         queue.put_nowait(i)
-    http = httpx.AsyncClient(
+    http = aiohttp.ClientSession(
         base_url=endpoints["gateway"],
         headers={"Authorization": f"Bearer {endpoints['token']}"},
-        limits=httpx.Limits(max_connections=level, max_keepalive_connections=level),
-        timeout=120,
+        connector=aiohttp.TCPConnector(limit=level),
+        timeout=aiohttp.ClientTimeout(total=120),
     )
-    grpc_client = InferenceServerClient(endpoints["grpc"])
+    payload = json.dumps({**body, "model": model}).encode()
+    triton = Endpoint(endpoints["grpc"])
 
     call = GenerateCall(
         model=model,
@@ -170,22 +176,19 @@ async def run_round(
     )
 
     async def direct() -> float:
-        inputs = infer_inputs(call)  # the tensors the gateway sends
-
-        async def one() -> AsyncIterator[dict[str, Any]]:
-            yield {"model_name": model, "model_version": str(version), "inputs": inputs}
-
         start = time.perf_counter()
-        async for _result, error in grpc_client.stream_infer(inputs_iterator=one()):
-            if error is not None:
-                raise error
-            break
+        request = infer_request(call)  # the request the gateway sends, on the same kind of stream
+        async for _ in triton.stream(request, timeout_s=120):
+            pass
         return time.perf_counter() - start
 
     async def through_gateway() -> float:
         start = time.perf_counter()
-        answer = await http.post("/v1/generate", json={**body, "model": model})
-        answer.raise_for_status()
+        async with http.post(
+            "/v1/generate", data=payload, headers={"Content-Type": "application/json"}
+        ) as answer:
+            answer.raise_for_status()
+            await answer.read()
         return time.perf_counter() - start
 
     send = direct if kind == "direct" else through_gateway
@@ -199,11 +202,12 @@ async def run_round(
             result.latencies.append(await send())
 
     pid = endpoints["gateway_pid"]
-    cpu0, started = _cpu(pid), time.perf_counter()
+    cpu0, client0, started = _cpu(pid), time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(level)))
     result.wall_s, result.cpu_s = time.perf_counter() - started, _cpu(pid) - cpu0
-    await http.aclose()
-    await grpc_client.close()
+    result.client_cpu_s = time.process_time() - client0
+    await http.close()
+    await triton.close()
     return result
 
 
@@ -214,6 +218,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per system")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--only-echo", action="store_true", help="skip the real model")
     parser.add_argument("--plot", type=Path, help="default: <var_dir>/bench/gateway.png")
     args = parser.parse_args()
     console = Console(width=180)
@@ -244,9 +249,10 @@ def main() -> None:
         "TOLLGATE_LOG_LEVEL": "warning",
     }
     results: list[Round] = []
+    prefix = os.environ.get("BENCH_GATEWAY_PREFIX", "").split()
     with server_for(settings, ["echo", args.model]) as triton:
         gateway = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve"], env=env, stdout=subprocess.DEVNULL
+            [sys.executable, *prefix, "-m", "gateway", "serve"], env=env, stdout=subprocess.DEVNULL
         )
         try:
             gateway_url = f"http://127.0.0.1:{settings.port}"
@@ -266,7 +272,8 @@ def main() -> None:
                 "token": token,
                 "gateway_pid": gateway.pid,
             }
-            for target in (("echo", 1), (args.model, version)):
+            targets = [("echo", 1)] if args.only_echo else [("echo", 1), (args.model, version)]
+            for target in targets:
                 for level in levels:
                     count = args.requests if target[0] == "echo" else max(level, args.requests // 4)
                     for kind in ("direct", "gateway"):  # warm-up
@@ -281,7 +288,7 @@ def main() -> None:
             gateway.terminate()
             gateway.wait(30)
     shutil.rmtree(work, ignore_errors=True)
-    console.print(report(results, levels, [("echo", 1), (args.model, version)]))
+    console.print(report(results, levels, targets))
     plot = args.plot or base.var_dir / "bench" / "gateway.png"
     save_plot(results, levels, plot)
     console.print(f"plot: {plot}")
@@ -293,6 +300,7 @@ def _merge(rounds: list[Round]) -> Round:
         merged.latencies += r.latencies
         merged.wall_s += r.wall_s
         merged.cpu_s += r.cpu_s
+        merged.client_cpu_s += r.client_cpu_s
     return merged
 
 
@@ -307,6 +315,7 @@ def report(results: list[Round], levels: list[int], targets: list[tuple[str, int
         "added p50 ms",
         "added p99 ms",
         "gateway CPU ms/req",
+        "client CPU ms/req direct/gateway",
     )
     for model, _ in targets:
         for level in levels:
@@ -323,6 +332,8 @@ def report(results: list[Round], levels: list[int], targets: list[tuple[str, int
                 f"{g.pct(50) - d.pct(50):.2f}",
                 f"{g.pct(99) - d.pct(99):.2f}",
                 f"{g.cpu_s / len(g.latencies) * 1000:.2f}",
+                f"{d.client_cpu_s / len(d.latencies) * 1000:.2f} / "
+                f"{g.client_cpu_s / len(g.latencies) * 1000:.2f}",
             )
     return table
 

@@ -47,9 +47,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = connect(settings)
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        redis = (
+            # Every call is bounded by an asyncio timeout instead of a socket timeout, which
+            # redis-py enforces with a task per command.
+            Redis.from_url(
+                settings.redis_url,
+                socket_timeout=None,
+                socket_connect_timeout=settings.redis_timeout_s,
+            )
+            if settings.redis_url
+            else None
+        )
         if redis is not None:
-            await _sync_revocations(redis, db)
+            await _sync_revocations(redis, db, settings.redis_timeout_s)
         http = httpx.AsyncClient()
         jwks = (
             JWKSKeys(
@@ -70,6 +80,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         limiter = RateLimiter(
             redis=redis,
             fail_open=settings.rate_limit_fail_open,
+            timeout_s=settings.redis_timeout_s,
             on_redis_error=metrics.redis_errors.inc,
         )
         app.state.services = Services(
@@ -88,7 +99,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 limiter=limiter,
                 metrics=metrics,
             ),
-            cache=ResponseCache(redis, settings.cache_ttl_s, metrics.redis_errors.inc),
+            cache=ResponseCache(
+                redis, settings.cache_ttl_s, metrics.redis_errors.inc, settings.redis_timeout_s
+            ),
             jwks=jwks,
         )
         await routes.start()
@@ -98,6 +111,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         finally:
             await routes.stop()
             await pool.stop()
+            await limiter.close()
             await http.aclose()
             if redis is not None:
                 await redis.aclose()
@@ -123,14 +137,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     return app
 
 
-async def _sync_revocations(redis: Redis, db: RegistryDatabase) -> None:
+async def _sync_revocations(redis: Redis, db: RegistryDatabase, timeout_s: float) -> None:
     """Make sure every key revoked in the database is in Redis's revoked set."""
     keys = await asyncio.to_thread(list_keys, db=db, include_revoked=True)
     revoked = [k.key_id for k in keys if not k.active]
     if revoked:
         try:
-            await redis.sadd(REVOKED_SET, *revoked)
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(max(timeout_s, 2.0)):
+                await redis.sadd(REVOKED_SET, *revoked)
+        except (RedisError, OSError, TimeoutError) as exc:
             log.warning("could not copy revoked keys to Redis: %s", exc)
 
 

@@ -8,6 +8,7 @@ counted and logged, and never fail the request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -43,10 +44,15 @@ def cache_key(call: GenerateCall) -> str:
 
 class ResponseCache:
     def __init__(
-        self, redis: Redis | None, ttl_s: int, on_error: Callable[[], None] | None = None
+        self,
+        redis: Redis | None,
+        ttl_s: int,
+        on_error: Callable[[], None] | None = None,
+        timeout_s: float = 1.0,
     ) -> None:
         self.redis = redis if ttl_s > 0 else None
         self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
         self._on_error = on_error or (lambda: None)
 
     @property
@@ -57,8 +63,9 @@ class ResponseCache:
         if self.redis is None or not cacheable(call):
             return None
         try:
-            raw = await self.redis.get(cache_key(call))
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self.timeout_s):
+                raw = await self.redis.get(cache_key(call))
+        except (RedisError, OSError, TimeoutError) as exc:
             self._on_error()
             log.warning("response cache read failed: %s", exc)
             return None
@@ -68,7 +75,8 @@ class ResponseCache:
         if self.redis is None or not cacheable(call):
             return
         try:
-            await self.redis.set(cache_key(call), json.dumps(body), ex=self.ttl_s)
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self.timeout_s):
+                await self.redis.set(cache_key(call), json.dumps(body), ex=self.ttl_s)
+        except (RedisError, OSError, TimeoutError) as exc:
             self._on_error()
             log.warning("response cache write failed: %s", exc)

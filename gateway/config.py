@@ -59,6 +59,11 @@ class GatewaySettings(WorkerSettings):
     redis_url: str = Field(
         default="", description="Redis for shared rate limits and the response cache; empty: none."
     )
+    redis_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How long one Redis call may take before it counts as a Redis failure.",
+    )
     rate_limit_fail_open: bool = Field(
         default=True,
         description="When Redis fails: true falls back to in-process buckets, false refuses (503).",

@@ -37,7 +37,8 @@ class Services:
     jwks: JWKSKeys | None = None
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """(async, like every dependency here: FastAPI runs a plain `def` in a thread pool.)"""
     found: Services = request.app.state.services
     return found
 

@@ -1,14 +1,18 @@
 """Token buckets per caller: one for requests, one for generated tokens.
 
 A request takes one request token and reserves `max_tokens` generated tokens up front; when it
-ends, what it did not generate is refunded. With Redis, admission is one atomic script call
-(it also refuses revoked API keys), using Redis's own clock, so limits hold exactly across
-gateway replicas. Without Redis, or when Redis fails and `rate_limit_fail_open` is set, the
-same arithmetic runs on in-process buckets with an injected clock.
+ends, what it did not generate is refunded. With Redis, admission is one atomic script call (it
+also refuses revoked API keys), using Redis's own clock, so limits hold exactly across gateway
+replicas. Refunds wait up to `REFUND_WINDOW_S` and go to Redis together, one round trip for all
+of them, so a busy gateway does not pay a second round trip per request; stopping the limiter
+sends whatever is still waiting. Without Redis, or when Redis fails and `rate_limit_fail_open`
+is set, the same arithmetic runs on in-process buckets with an injected clock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -24,6 +28,7 @@ from gateway.errors import RateLimited, Unauthorized, Unavailable
 log = logging.getLogger("tollgate.gateway.ratelimit")
 
 REVOKED_SET = "tollgate:revoked-keys"
+REFUND_WINDOW_S = 0.01
 
 # KEYS: requests bucket, tokens bucket, revoked set.
 # ARGV: request capacity, request rate (/s), token capacity, token rate (/s), token cost, key id.
@@ -157,13 +162,17 @@ class RateLimiter:
         fail_open: bool = True,
         local: LocalBuckets | None = None,
         on_redis_error: Callable[[], None] | None = None,
+        timeout_s: float = 1.0,
     ) -> None:
         self.redis = redis
         self.fail_open = fail_open
+        self.timeout_s = timeout_s
         self.local = local or LocalBuckets()
         self._on_redis_error = on_redis_error or (lambda: None)
         self._take = redis.register_script(_TAKE) if redis is not None else None
         self._refund = redis.register_script(_REFUND) if redis is not None else None
+        self._pending: dict[tuple[str, int], int] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     async def take(self, bucket: str, limits: Limits, cost: int, key_id: str = "") -> Decision:
         """Admit a request or raise RateLimited (429), Unauthorized (revoked key), or
@@ -186,8 +195,9 @@ class RateLimiter:
             key_id,
         ]
         try:
-            allowed, r, k, wait_ms = await self._take(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self.timeout_s):
+                allowed, r, k, wait_ms = await self._take(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
             self._on_redis_error()
             if not self.fail_open:
                 log.error("rate limiter: Redis failed, refusing (fail-closed): %s", exc)
@@ -203,19 +213,53 @@ class RateLimiter:
         )
 
     async def refund(self, bucket: str, limits: Limits, amount: int, decision: Decision) -> None:
-        """Give back reserved tokens that were not generated."""
+        """Give back reserved tokens that were not generated, now."""
+        self.refund_soon(bucket, limits, amount, decision)
+        await self.flush()
+
+    def refund_soon(self, bucket: str, limits: Limits, amount: int, decision: Decision) -> None:
+        """Give back reserved tokens within `REFUND_WINDOW_S`, with the other refunds then."""
         if amount <= 0:
             return
         if decision.backend == "local" or self._refund is None:
             self.local.refund(bucket, limits, amount)
             return
+        key = (bucket, limits.tokens_capacity)
+        self._pending[key] = self._pending.get(key, 0) + amount
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
         try:
-            await self._refund(
-                keys=[f"tollgate:rl:{bucket}:tokens"], args=[limits.tokens_capacity, amount]
-            )
-        except (RedisError, OSError) as exc:
+            await asyncio.sleep(REFUND_WINDOW_S)
+        finally:
+            self._flusher = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Send every waiting refund to Redis, in one round trip."""
+        pending, self._pending = self._pending, {}
+        if not pending or self.redis is None or self._refund is None:
+            return
+        try:
+            async with asyncio.timeout(self.timeout_s), self.redis.pipeline(False) as pipe:
+                for (bucket, capacity), amount in pending.items():
+                    keys = [f"tollgate:rl:{bucket}:tokens"]
+                    await self._refund(keys=keys, args=[capacity, amount], client=pipe)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
             self._on_redis_error()
-            log.warning("rate limiter: could not refund %d tokens: %s", amount, exc)
+            log.warning(
+                "rate limiter: could not refund tokens to %d buckets: %s", len(pending), exc
+            )
+
+    async def close(self) -> None:
+        """Stop waiting and send what is left."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()
 
 
 class RateLimitExceeded(RateLimited):

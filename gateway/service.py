@@ -83,7 +83,6 @@ class Generations:
         self.limiter, self.metrics = limiter, metrics
         self.filter = InputFilter(settings, metrics)
         self._key_limits: dict[str, Limits] = {}
-        self._refunds: set[asyncio.Task[None]] = set()
         self.defaults = Limits(
             settings.rate_requests_capacity,
             settings.rate_requests_per_s,
@@ -202,15 +201,12 @@ class Generations:
             raise
         finally:
             self.metrics.generations.labels(*labels, admitted.alias, outcome).inc()
-            refund = call.max_tokens - generated
-            if refund > 0:  # off the response's path: the caller need not wait for it
-                task = asyncio.create_task(
-                    self.limiter.refund(
-                        admitted.identity.bucket, admitted.limits, refund, admitted.decision
-                    )
-                )
-                self._refunds.add(task)
-                task.add_done_callback(self._refunds.discard)
+            self.limiter.refund_soon(  # off the response's path: the caller need not wait
+                admitted.identity.bucket,
+                admitted.limits,
+                call.max_tokens - generated,
+                admitted.decision,
+            )
 
 
 async def _resume(first: Piece, rest: AsyncIterator[Piece]) -> AsyncIterator[Piece]:

@@ -1,4 +1,4 @@
-"""Streaming generation from Triton workers over gRPC (`tritonclient.grpc.aio`).
+"""Streaming generation from Triton workers over gRPC (`tritonclient[grpc]`'s protocol stubs).
 
 Each request goes to the healthy endpoint with the fewest outstanding requests. A failure
 before the first token (connection refused, the version not loaded there, the worker
@@ -6,6 +6,13 @@ overloaded) is retried once on another endpoint; after the first token nothing i
 because the client already has part of the answer. Every request carries a deadline, and
 cancelling the consuming task (the client went away) cancels the Triton request, which frees
 its batch slot.
+
+The requests travel on Triton's bidirectional `ModelStreamInfer` stream, and a stream is kept
+open for the next request once one finishes cleanly, so a request costs one message each way
+plus its responses, not a new HTTP/2 stream and its set-up on both sides. A request asks for
+Triton's `triton_final_response` marker, which says without a doubt when a stream is free
+again. A stream whose request failed, timed out or was abandoned is cancelled, never reused:
+cancelling it is what cancels the request inside Triton.
 """
 
 from __future__ import annotations
@@ -13,18 +20,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import tritonclient.grpc as grpcclient
-from tritonclient.grpc.aio import InferenceServerClient
-from tritonclient.utils import InferenceServerException
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway.errors import GatewayError, InvalidInput, Unavailable, UpstreamTimeout
 
 log = logging.getLogger("tollgate.gateway.upstream")
+
+_FINAL = "triton_final_response"
+_MAX_MESSAGE = 64 * 1024 * 1024
+_I32, _U64, _F32, _LEN = struct.Struct("<i"), struct.Struct("<Q"), struct.Struct("<f"), "<I"
 
 
 @dataclass(frozen=True)
@@ -55,53 +65,60 @@ class Piece:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class Endpoint:
-    url: str
-    client: InferenceServerClient
-    outstanding: int = 0
-    healthy: bool = True
+def _strings(values: list[bytes]) -> bytes:
+    """A BYTES tensor's raw contents: each element as a 4-byte little-endian length, then it."""
+    return b"".join(struct.pack(_LEN, len(v)) + v for v in values)
 
 
-def infer_inputs(call: GenerateCall) -> list[grpcclient.InferInput]:
-    """The generate model's input tensors for a call."""
-    values: list[tuple[str, str, Any]] = [
-        ("text_input", "BYTES", np.array([call.prompt.encode()], dtype=np.object_)),
-        ("max_tokens", "INT32", np.array([call.max_tokens], dtype=np.int32)),
-        ("temperature", "FP32", np.array([call.temperature], dtype=np.float32)),
-        ("top_p", "FP32", np.array([call.top_p], dtype=np.float32)),
-        ("top_k", "INT32", np.array([call.top_k], dtype=np.int32)),
-        ("stream", "BOOL", np.array([call.stream], dtype=np.bool_)),
+def infer_request(call: GenerateCall) -> service_pb2.ModelInferRequest:
+    """The generate model's request for a call (the I/O contract in the design)."""
+    request = service_pb2.ModelInferRequest(
+        model_name=call.model, model_version=str(call.version), id=call.request_id
+    )
+    request.parameters["triton_enable_empty_final_response"].bool_param = True
+    tensors: list[tuple[str, str, int, bytes]] = [
+        ("text_input", "BYTES", 1, _strings([call.prompt.encode()])),
+        ("max_tokens", "INT32", 1, _I32.pack(call.max_tokens)),
+        ("temperature", "FP32", 1, _F32.pack(call.temperature)),
+        ("top_p", "FP32", 1, _F32.pack(call.top_p)),
+        ("top_k", "INT32", 1, _I32.pack(call.top_k)),
+        ("stream", "BOOL", 1, b"\x01" if call.stream else b"\x00"),
     ]
     if call.seed is not None:
-        values.append(("seed", "UINT64", np.array([call.seed], dtype=np.uint64)))
+        tensors.append(("seed", "UINT64", 1, _U64.pack(call.seed)))
     if call.stop:
-        values.append(("stop", "BYTES", np.array([s.encode() for s in call.stop], np.object_)))
-    tensors = []
-    for name, datatype, array in values:
-        tensor = grpcclient.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    return tensors
+        tensors.append(("stop", "BYTES", len(call.stop), _strings([s.encode() for s in call.stop])))
+    for name, datatype, count, raw in tensors:
+        request.inputs.add(name=name, datatype=datatype, shape=[count])
+        request.raw_input_contents.append(raw)
+    return request
 
 
-def _piece(result: Any) -> Piece:
-    text = result.as_numpy("text_output")
-    ids = result.as_numpy("token_ids")
-    piece = Piece(
-        text=text[0].decode("utf-8") if text is not None and len(text) else "",
-        token_ids=ids.tolist() if ids is not None else [],
-    )
-    reason = result.as_numpy("finish_reason")
-    if reason is not None:  # only the final response carries the outcome
-        piece.final, piece.finish_reason = True, reason[0].decode()
-        piece.prompt_tokens = int(result.as_numpy("prompt_tokens")[0])
-        piece.completion_tokens = int(result.as_numpy("completion_tokens")[0])
+def _first_string(raw: bytes) -> str:
+    (length,) = struct.unpack_from(_LEN, raw)
+    return raw[4 : 4 + length].decode("utf-8")
+
+
+def parse_response(response: service_pb2.ModelInferResponse) -> Piece:
+    """A worker response as a Piece; only the final one carries `finish_reason` and the rest."""
+    raw = dict(zip((o.name for o in response.outputs), response.raw_output_contents, strict=True))
+    piece = Piece(text="", token_ids=[])
+    if text := raw.get("text_output"):
+        piece.text = _first_string(text)
+    if ids := raw.get("token_ids"):
+        piece.token_ids = list(struct.unpack(f"<{len(ids) // 4}i", ids))
+    if reason := raw.get("finish_reason"):
+        piece.final, piece.finish_reason = True, _first_string(reason)
+        piece.prompt_tokens = _I32.unpack(raw["prompt_tokens"])[0]
+        piece.completion_tokens = _I32.unpack(raw["completion_tokens"])[0]
         piece.timings = {
-            name: float(result.as_numpy(name)[0])
-            for name in ("queue_ms", "first_token_ms", "total_ms")
+            name: _F32.unpack(raw[name])[0] for name in ("queue_ms", "first_token_ms", "total_ms")
         }
     return piece
+
+
+def _is_last(response: service_pb2.ModelInferResponse) -> bool:
+    return _FINAL in response.parameters and response.parameters[_FINAL].bool_param
 
 
 class _Retryable(Exception):
@@ -112,22 +129,153 @@ class _Retryable(Exception):
         self.error = error
 
 
-def _classify(exc: InferenceServerException) -> GatewayError:
-    status, message = str(exc.status() or ""), str(exc.message() or exc)
-    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
+class _Stale(Exception):
+    """A kept stream turned out to be closed before it carried the request."""
+
+
+def _classify(message: str, status: str = "") -> GatewayError:
+    if "DEADLINE_EXCEEDED" in status:
         return UpstreamTimeout("the model did not finish within the deadline")
     if message.startswith("overloaded"):
         return Unavailable(f"the model is {message}", retry_after_s=1.0, code="overloaded")
-    if "INVALID_ARG" in status or "INVALID_ARGUMENT" in status:
-        return InvalidInput(message, code="invalid_request")
+    if message.startswith("invalid request: ") or "INVALID_ARG" in status:
+        return InvalidInput(message.removeprefix("invalid request: "), code="invalid_request")
     return Unavailable(f"the model worker failed: {message}", retry_after_s=1.0)
 
 
+class Endpoint:
+    """One Triton server: its channel, its health, and the streams kept open to it."""
+
+    def __init__(self, url: str, *, keep: int = 256) -> None:
+        self.url = url
+        self.channel = grpc.aio.insecure_channel(
+            url,
+            options=[
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ],
+        )
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+        self.outstanding = 0
+        self.healthy = True
+        self.keep = keep
+        self._idle: list[Any] = []
+
+    async def close(self) -> None:
+        self.forget_streams()
+        await self.channel.close()
+
+    def forget_streams(self) -> None:
+        """Drop every kept stream (the server restarted, or is going away)."""
+        for call in self._idle:
+            call.cancel()
+        self._idle.clear()
+
+    async def server_ready(self) -> bool:
+        answer = await self.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=2.0)
+        return bool(answer.ready)
+
+    async def model_ready(self, model: str, version: int) -> bool:
+        ask = service_pb2.ModelReadyRequest(name=model, version=str(version))
+        answer = await self.stub.ModelReady(ask, timeout=2.0)
+        return bool(answer.ready)
+
+    async def stream(
+        self, request: service_pb2.ModelInferRequest, timeout_s: float
+    ) -> AsyncIterator[service_pb2.ModelInferResponse]:
+        """The responses to one request; raises `_ModelError`, `_Stale`, grpc errors, or
+        `UpstreamTimeout` when `timeout_s` passes first."""
+        deadline = _Deadline(timeout_s)
+        call: Any = None
+        clean = False
+        try:
+            call, response = await self._send(request, deadline)
+            while True:
+                if response.error_message:
+                    raise _ModelError(response.error_message)
+                last = _is_last(response.infer_response)
+                if response.infer_response.outputs or not last:  # not the bare end marker
+                    yield response.infer_response
+                if last:
+                    clean = True
+                    return
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    raise _Stale
+        except asyncio.CancelledError:
+            if deadline.expired and not _cancelling():
+                raise UpstreamTimeout("the model did not finish within the deadline") from None
+            raise
+        finally:
+            deadline.cancel()
+            if call is not None:
+                if clean and len(self._idle) < self.keep:
+                    self._idle.append(call)
+                else:
+                    call.cancel()
+
+    async def _send(
+        self, request: service_pb2.ModelInferRequest, deadline: _Deadline
+    ) -> tuple[Any, service_pb2.ModelStreamInferResponse]:
+        """Write the request on a kept stream (or, when none is open or the kept one turns
+        out closed, a new one) and wait for its first response."""
+        if self._idle:
+            call = deadline.call = self._idle.pop()
+            try:
+                await call.write(request)
+                first = await call.read()
+            except grpc.aio.AioRpcError:
+                first = grpc.aio.EOF
+            except BaseException:  # cancelled (the deadline, or the client went away)
+                call.cancel()
+                raise
+            if first is not grpc.aio.EOF:
+                return call, first
+            call.cancel()  # closed while it was kept (a server restart): a new one
+        call = deadline.call = self.stub.ModelStreamInfer()
+        try:
+            await call.write(request)
+            first = await call.read()
+        except BaseException:
+            call.cancel()
+            raise
+        if first is grpc.aio.EOF:
+            call.cancel()
+            raise _Stale
+        return call, first
+
+
+class _Deadline:
+    """Cancels the current call (and so the Triton request) when the time is up."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.call: Any = None
+        self.expired = False
+        self._timer = asyncio.get_running_loop().call_later(timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.call is not None:
+            self.call.cancel()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+class _ModelError(Exception):
+    """The worker answered the request with an error."""
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class TritonPool:
-    """Clients for every configured Triton endpoint, their health, and the call itself."""
+    """Every configured Triton endpoint, its health, and the call itself."""
 
     def __init__(self, urls: list[str], *, timeout_s: float, health_interval_s: float) -> None:
-        self.endpoints = [Endpoint(url, InferenceServerClient(url)) for url in urls]
+        self.endpoints = [Endpoint(url) for url in urls]
         self.timeout_s = timeout_s
         self.health_interval_s = health_interval_s
         self._task: asyncio.Task[None] | None = None
@@ -142,16 +290,17 @@ class TritonPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for endpoint in self.endpoints:
-            await endpoint.client.close()
+            await endpoint.close()
 
     async def check_health(self) -> None:
         async def one(endpoint: Endpoint) -> None:
             try:
-                endpoint.healthy = bool(
-                    await asyncio.wait_for(endpoint.client.is_server_ready(), 2.0)
-                )
-            except (InferenceServerException, TimeoutError, OSError):
-                endpoint.healthy = False
+                healthy = await endpoint.server_ready()
+            except (grpc.aio.AioRpcError, TimeoutError, OSError):
+                healthy = False
+            if not healthy:
+                endpoint.forget_streams()  # a restarted server does not know them
+            endpoint.healthy = healthy
 
         await asyncio.gather(*(one(e) for e in self.endpoints))
 
@@ -165,9 +314,8 @@ class TritonPool:
         for endpoint in self.endpoints:
             if not endpoint.healthy:
                 continue
-            with contextlib.suppress(InferenceServerException, TimeoutError, OSError):
-                ready = endpoint.client.is_model_ready(model, str(version))
-                if await asyncio.wait_for(ready, 2.0):
+            with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError, OSError):
+                if await endpoint.model_ready(model, version):
                     return True
         return False
 
@@ -181,12 +329,13 @@ class TritonPool:
         """Stream the worker's responses; raise a GatewayError on failure."""
         tried: set[str] = set()
         last: GatewayError = Unavailable("no Triton endpoint is configured")
+        request = infer_request(call)
         while (endpoint := self._pick(tried)) is not None and len(tried) < 2:
             tried.add(endpoint.url)
             started = False
             endpoint.outstanding += 1
             try:
-                async for piece in self._stream(endpoint, call):
+                async for piece in self._stream(endpoint, request):
                     started = True
                     yield piece
                 return
@@ -199,32 +348,30 @@ class TritonPool:
                 endpoint.outstanding -= 1
         raise last
 
-    async def _stream(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Piece]:
-        async def requests() -> AsyncIterator[dict[str, Any]]:
-            yield {
-                "model_name": call.model,
-                "model_version": str(call.version),
-                "inputs": infer_inputs(call),
-                "request_id": call.request_id,
-            }
-
+    async def _stream(
+        self, endpoint: Endpoint, request: service_pb2.ModelInferRequest
+    ) -> AsyncIterator[Piece]:
+        final = False
         try:
-            responses = endpoint.client.stream_infer(
-                inputs_iterator=requests(), stream_timeout=self.timeout_s
-            )
-            async for result, error in responses:
-                if error is not None:
-                    raise error
-                piece = _piece(result)
+            async for response in endpoint.stream(request, self.timeout_s):
+                piece = parse_response(response)
+                final = final or piece.final
                 yield piece
-                if piece.final:
-                    return
-        except InferenceServerException as exc:
-            error = _classify(exc)
+        except _ModelError as exc:
+            error = _classify(str(exc))
             if isinstance(error, Unavailable):
                 raise _Retryable(error) from exc
             raise error from exc
-        except OSError as exc:
-            endpoint.healthy = False
-            raise _Retryable(Unavailable(f"Triton at {endpoint.url} is unreachable")) from exc
-        raise Unavailable("the worker's stream ended without a final response")
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+                endpoint.healthy = False
+                endpoint.forget_streams()
+                raise _Retryable(Unavailable(f"Triton at {endpoint.url} is unreachable")) from exc
+            error = _classify(exc.details() or str(exc), exc.code().name)
+            if isinstance(error, Unavailable):
+                raise _Retryable(error) from exc
+            raise error from exc
+        except _Stale as exc:
+            raise _Retryable(Unavailable(f"Triton at {endpoint.url} closed the stream")) from exc
+        if not final:
+            raise Unavailable("the worker's stream ended without a final response")

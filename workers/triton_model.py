@@ -211,7 +211,10 @@ class TritonPythonModel:
                 self._engine.submit(parse(request), _Sink(sender))
             except InvalidRequest as exc:
                 sender.send(
-                    pb_utils.InferenceResponse(error=_error(str(exc), "INVALID_ARG")), flags=_FINAL
+                    pb_utils.InferenceResponse(
+                        error=_error(f"invalid request: {exc}", "INVALID_ARG")
+                    ),
+                    flags=_FINAL,
                 )
             except (Overloaded, EngineStopped) as exc:
                 message = f"overloaded: {exc}" if isinstance(exc, Overloaded) else str(exc)

@@ -17,7 +17,7 @@ from gateway.keys import KeyInfo, KeyLimits, KeyNotFound, create_key, list_keys,
 from gateway.ratelimit import REVOKED_SET
 
 
-def _admin(caller: IdentityDep) -> Identity:
+async def _admin(caller: IdentityDep) -> Identity:
     caller.require("admin")
     return caller
 
@@ -99,7 +99,12 @@ async def revoke(key_id: str, caller: AdminDep, svc: ServicesDep) -> KeyPublic:
         raise NotFound(str(exc), code="key_not_found") from exc
     if svc.limiter.redis is not None:
         try:
-            await svc.limiter.redis.sadd(REVOKED_SET, info.key_id)
-        except (RedisError, OSError):  # the database is the record; startup re-syncs Redis
+            async with asyncio.timeout(svc.settings.redis_timeout_s):
+                await svc.limiter.redis.sadd(REVOKED_SET, info.key_id)
+        except (
+            RedisError,
+            OSError,
+            TimeoutError,
+        ):  # the database is the record; startup re-syncs Redis
             svc.metrics.redis_errors.inc()
     return KeyPublic.of(info)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,9 +29,10 @@ async def readyz(svc: ServicesDep) -> JSONResponse:
     checks["registry"] = "ok" if svc.routes.fresh else "failed: the routing table is stale"
     if svc.limiter.redis is not None:
         try:
-            await svc.limiter.redis.ping()
+            async with asyncio.timeout(svc.settings.redis_timeout_s):
+                await svc.limiter.redis.ping()
             checks["redis"] = "ok"
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             checks["redis"] = f"failed: {type(exc).__name__}"
     serving = [
         (r.model, r.production.version)

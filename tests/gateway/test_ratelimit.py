@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
 from redis.asyncio import Redis
 
 from gateway.errors import Unauthorized, Unavailable
-from gateway.ratelimit import REVOKED_SET, Limits, LocalBuckets, RateLimiter, RateLimitExceeded
+from gateway.ratelimit import (
+    REFUND_WINDOW_S,
+    REVOKED_SET,
+    Limits,
+    LocalBuckets,
+    RateLimiter,
+    RateLimitExceeded,
+)
 from tests.services import REDIS_URL
 
 LIMITS = Limits(requests_capacity=3, requests_per_s=1.0, tokens_capacity=100, tokens_per_s=10.0)
@@ -126,3 +134,73 @@ def test_when_redis_fails_limits_fail_open_to_local_buckets_or_closed() -> None:
     with pytest.raises(Unavailable, match="rate limiting is unavailable"):
         asyncio.run(scenario(fail_open=False))
     assert len(errors) == 2, "each failure is counted"
+
+
+@pytest.mark.redis
+def test_redis_refunds_wait_briefly_then_go_together_and_close_sends_the_rest() -> None:
+    limits = Limits(
+        requests_capacity=100, requests_per_s=1, tokens_capacity=100, tokens_per_s=0.001
+    )
+    buckets = [f"test-{uuid.uuid4().hex}" for _ in range(3)]
+
+    async def tokens_left(limiter: RateLimiter, bucket: str) -> float:
+        return (await limiter.take(bucket, limits, 0)).tokens_left
+
+    async def scenario() -> None:
+        redis = Redis.from_url(REDIS_URL)
+        limiter = RateLimiter(redis=redis)
+        try:
+            decisions = [await limiter.take(b, limits, 80) for b in buckets]
+            for bucket, decision in zip(buckets, decisions, strict=True):
+                limiter.refund_soon(bucket, limits, 30, decision)
+                limiter.refund_soon(bucket, limits, 30, decision)
+            # Not yet: they wait for the window, then go in one pipeline.
+            assert await tokens_left(limiter, buckets[0]) == pytest.approx(20, abs=0.1)
+            await asyncio.sleep(REFUND_WINDOW_S * 5)
+            for bucket in buckets:
+                assert await tokens_left(limiter, bucket) == pytest.approx(80, abs=0.1)
+            # Refunds still waiting when the gateway stops are sent, not dropped.
+            limiter.refund_soon(buckets[0], limits, 15, decisions[0])
+            await limiter.close()
+            assert await tokens_left(limiter, buckets[0]) == pytest.approx(95, abs=0.1)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_redis_that_stops_answering_counts_as_failed_within_the_timeout() -> None:
+    """A Redis that accepts connections and then says nothing (a hung server, a black-holed
+    network) must not hang requests: after `timeout_s` the limiter falls back or refuses."""
+
+    async def scenario(fail_open: bool) -> tuple[str, float]:
+        peers: list[asyncio.StreamWriter] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peers.append(writer)
+            await reader.read(-1)  # reads everything, answers nothing
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=None)
+        limiter = RateLimiter(redis=redis, fail_open=fail_open, timeout_s=0.2)
+        started = time.perf_counter()
+        try:
+            backend = (await limiter.take("a", LIMITS, 1)).backend
+        finally:
+            elapsed = time.perf_counter() - started
+            await redis.aclose()
+            for peer in peers:
+                peer.close()
+                await peer.wait_closed()
+            server.close()
+            await server.wait_closed()
+        return backend, elapsed
+
+    backend, elapsed = asyncio.run(scenario(fail_open=True))
+    assert backend == "local"
+    assert elapsed < 2
+    started = time.perf_counter()
+    with pytest.raises(Unavailable):
+        asyncio.run(scenario(fail_open=False))
+    assert time.perf_counter() - started < 2

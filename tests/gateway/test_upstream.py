@@ -1,0 +1,161 @@
+"""The gateway's Triton client: the wire encoding, and kept streams through a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+from tritonclient.grpc import service_pb2
+
+from gateway.errors import InvalidInput, Unavailable
+from gateway.upstream import (
+    Endpoint,
+    GenerateCall,
+    Piece,
+    TritonPool,
+    _classify,
+    infer_request,
+    parse_response,
+)
+from tests.published import free_port
+from workers.cli import prepare, server_for
+from workers.config import WorkerSettings
+
+
+def _tensors(request: service_pb2.ModelInferRequest) -> dict[str, tuple[str, list[int], bytes]]:
+    return {
+        t.name: (t.datatype, list(t.shape), raw)
+        for t, raw in zip(request.inputs, request.raw_input_contents, strict=True)
+    }
+
+
+def test_a_call_becomes_the_generate_models_request() -> None:
+    call = GenerateCall(
+        model="gen",
+        version=3,
+        prompt="héllo",
+        max_tokens=7,
+        temperature=0.5,
+        top_k=4,
+        seed=2**63,
+        stop=("\n", "END"),
+        stream=False,
+        request_id="r-1",
+    )
+    request = infer_request(call)
+    assert (request.model_name, request.model_version, request.id) == ("gen", "3", "r-1")
+    assert request.parameters["triton_enable_empty_final_response"].bool_param
+    tensors = _tensors(request)
+    prompt = "héllo".encode()
+    assert tensors["text_input"] == ("BYTES", [1], struct.pack("<I", len(prompt)) + prompt)
+    assert tensors["max_tokens"] == ("INT32", [1], struct.pack("<i", 7))
+    assert tensors["temperature"] == ("FP32", [1], struct.pack("<f", 0.5))
+    assert tensors["top_k"] == ("INT32", [1], struct.pack("<i", 4))
+    assert tensors["seed"] == ("UINT64", [1], struct.pack("<Q", 2**63))
+    assert tensors["stream"] == ("BOOL", [1], b"\x00")
+    assert tensors["stop"] == ("BYTES", [2], b"\x01\x00\x00\x00\n\x03\x00\x00\x00END")
+
+
+def test_seed_and_stop_are_left_out_when_not_given() -> None:
+    tensors = _tensors(infer_request(GenerateCall(model="gen", version=1, prompt="", max_tokens=1)))
+    assert "seed" not in tensors
+    assert "stop" not in tensors
+    assert tensors["text_input"][2] == b"\x00\x00\x00\x00"
+
+
+def _response(
+    outputs: dict[str, tuple[str, bytes]], *, last: bool
+) -> service_pb2.ModelInferResponse:
+    response = service_pb2.ModelInferResponse(model_name="gen", model_version="1")
+    for name, (datatype, raw) in outputs.items():
+        response.outputs.add(name=name, datatype=datatype, shape=[1])
+        response.raw_output_contents.append(raw)
+    response.parameters["triton_final_response"].bool_param = last
+    return response
+
+
+def test_responses_decode_to_pieces() -> None:
+    text = "→ ok".encode()
+    middle = _response(
+        {
+            "text_output": ("BYTES", struct.pack("<I", len(text)) + text),
+            "token_ids": ("INT32", struct.pack("<3i", 5, 6, 70000)),
+        },
+        last=False,
+    )
+    assert parse_response(middle) == Piece(text="→ ok", token_ids=[5, 6, 70000])
+    final = _response(
+        {
+            "text_output": ("BYTES", b"\x00\x00\x00\x00"),
+            "token_ids": ("INT32", b""),
+            "finish_reason": ("BYTES", b"\x06\x00\x00\x00length"),
+            "prompt_tokens": ("INT32", struct.pack("<i", 4)),
+            "completion_tokens": ("INT32", struct.pack("<i", 9)),
+            "queue_ms": ("FP32", struct.pack("<f", 0.5)),
+            "first_token_ms": ("FP32", struct.pack("<f", 2.0)),
+            "total_ms": ("FP32", struct.pack("<f", 8.0)),
+        },
+        last=True,
+    )
+    piece = parse_response(final)
+    assert (piece.final, piece.finish_reason, piece.text, piece.token_ids) == (
+        True,
+        "length",
+        "",
+        [],
+    )
+    assert (piece.prompt_tokens, piece.completion_tokens) == (4, 9)
+    assert piece.timings == {"queue_ms": 0.5, "first_token_ms": 2.0, "total_ms": 8.0}
+
+
+def test_worker_errors_map_to_gateway_errors() -> None:
+    busy = _classify("overloaded: 4 requests are active and 0 queued")
+    assert isinstance(busy, Unavailable)
+    assert busy.code == "overloaded"
+    invalid = _classify("invalid request: the prompt has 900 tokens and the model's context is 256")
+    assert isinstance(invalid, InvalidInput)
+    assert invalid.message.startswith("the prompt has 900 tokens")
+    assert isinstance(_classify("the engine stopped"), Unavailable)
+
+
+async def _generate(pool: TritonPool, prompt: str) -> list[tuple[str, list[int], str]]:
+    call = GenerateCall(model="gen", version=1, prompt=prompt, max_tokens=4, temperature=0)
+    return [(p.text, p.token_ids, p.finish_reason) async for p in pool.generate(call)]
+
+
+def test_kept_streams_carry_requests_and_survive_a_server_restart(
+    published: WorkerSettings,
+) -> None:
+    settings = published.model_copy(
+        update={
+            "triton_http_port": free_port(),
+            "triton_grpc_port": free_port(),
+            "triton_metrics_port": free_port(),
+            "triton_exit_timeout_s": 2,
+        }
+    )
+    prepare(settings)
+
+    async def scenario() -> None:
+        pool = TritonPool(
+            [f"127.0.0.1:{settings.triton_grpc_port}"], timeout_s=30, health_interval_s=60
+        )
+        endpoint: Endpoint = pool.endpoints[0]
+        try:
+            with server_for(settings, ["gen"]):
+                first = await _generate(pool, "def f():")
+                again = await _generate(pool, "def f():")
+                assert first[-1][2] == "length"
+                assert first == again, "a kept stream carries the next request the same"
+                assert len(endpoint._idle) == 1, "one stream, kept between requests"
+                together = await asyncio.gather(*(_generate(pool, "x = ") for _ in range(3)))
+                assert all(pieces[-1][2] == "length" for pieces in together)
+                assert len(endpoint._idle) == 3
+            # Triton went away and comes back: the kept streams are dead; requests still work.
+            with server_for(settings, ["gen"]):
+                after = await _generate(pool, "def f():")
+                assert after == first
+        finally:
+            await pool.stop()
+
+    asyncio.run(scenario())

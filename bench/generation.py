@@ -3,7 +3,8 @@
 For each concurrency level, the same requests (greedy, `--max-tokens` new tokens each, all
 arriving at once) are served three ways on the same weights, in one run:
 
-- triton:       `python -m workers`'s generate model in a real tritonserver, gRPC streaming;
+- triton:       `python -m workers`'s generate model in a real tritonserver, gRPC streaming
+                with the gateway's own client (`gateway.upstream.Endpoint`, kept streams);
 - ort-batched:  ONNX Runtime's raw batched decode with no server: one prefill and one decode
                 loop over the whole batch (the ceiling);
 - transformers: Hugging Face `generate()` serving the requests one after another, as a
@@ -22,19 +23,17 @@ import asyncio
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import tritonclient.grpc as grpcclient
 from rich.console import Console
 from rich.table import Table
 from tokenizers import Tokenizer
-from tritonclient.grpc.aio import InferenceServerClient
 
+from gateway.upstream import Endpoint, GenerateCall, infer_request, parse_response
 from registry import catalog
 from registry.db import connect, reading
 from registry.tables import VersionStatus
@@ -81,40 +80,31 @@ def prompts_for(tokenizer: Tokenizer, count: int, length: int) -> list[str]:
 
 
 async def _one(
-    client: InferenceServerClient,
+    endpoint: Endpoint,
     target: tuple[str, str],
     prompt: str,
     max_tokens: int,
-    m: Measurement,
+    m: Measurement | None,
 ) -> None:
     model, version = target
-    text = grpcclient.InferInput("text_input", [1], "BYTES")
-    text.set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
-    limit = grpcclient.InferInput("max_tokens", [1], "INT32")
-    limit.set_data_from_numpy(np.array([max_tokens], dtype=np.int32))
-    temperature = grpcclient.InferInput("temperature", [1], "FP32")
-    temperature.set_data_from_numpy(np.array([0.0], dtype=np.float32))
-
-    async def one() -> AsyncIterator[dict[str, Any]]:
-        yield {"model_name": model, "model_version": version, "inputs": [text, limit, temperature]}
-
+    call = GenerateCall(
+        model=model, version=int(version), prompt=prompt, max_tokens=max_tokens, temperature=0.0
+    )
+    request = infer_request(call)  # what the gateway sends
     start = last = time.perf_counter()
     first = True
-    async for result, error in client.stream_infer(inputs_iterator=one()):
-        if error is not None:
-            raise error
+    async for response in endpoint.stream(request, timeout_s=600):
+        count = len(parse_response(response).token_ids)
+        if m is None or not count:
+            continue
         now = time.perf_counter()
-        count = len(result.as_numpy("token_ids"))
-        if count:
-            if first:
-                m.ttft_s.append(now - start)
-                first = False
-            else:
-                m.itl_s.extend([(now - last) / count] * count)
-            last = now
-            m.tokens += count
-        if result.as_numpy("finish_reason") is not None:  # the final response
-            return
+        if first:
+            m.ttft_s.append(now - start)
+            first = False
+        else:
+            m.itl_s.extend([(now - last) / count] * count)
+        last = now
+        m.tokens += count
 
 
 def bench_triton(
@@ -123,14 +113,18 @@ def bench_triton(
     m = Measurement("triton", len(prompts))
 
     async def run() -> None:
-        # One channel for every stream, as a gateway would hold; connecting is not measured.
-        async with InferenceServerClient(url) as client:
-            await client.is_server_ready()
+        # The gateway's own client: one channel, and a stream per concurrent request kept open
+        # from one request to the next. Opening them (a short round first) is not measured.
+        endpoint = Endpoint(url)
+        try:
+            await endpoint.server_ready()
+            target = (model, version)
+            await asyncio.gather(*(_one(endpoint, target, p, 2, None) for p in prompts))
             start = time.perf_counter()
-            await asyncio.gather(
-                *(_one(client, (model, version), p, max_tokens, m) for p in prompts)
-            )
+            await asyncio.gather(*(_one(endpoint, target, p, max_tokens, m) for p in prompts))
             m.wall_s = time.perf_counter() - start
+        finally:
+            await endpoint.close()
 
     asyncio.run(run())
     return m

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -28,12 +29,15 @@ from gateway.config import GatewaySettings
 from gateway.deps import Services
 from gateway.disconnect import ClientGone
 from gateway.errors import GatewayError
+from gateway.fleet import Fleet
+from gateway.gates import GATE_ACTOR, CanaryGates
 from gateway.jwks import JWKSKeys
 from gateway.keys import list_keys
 from gateway.metrics import Metrics
 from gateway.middleware import RequestContext
+from gateway.operations import Operator
 from gateway.ratelimit import REVOKED_SET, RateLimiter
-from gateway.routing import RouteTable
+from gateway.routing import RouteTable, announce
 from gateway.service import Generations
 from gateway.upstream import TritonPool
 from registry.db import RegistryDatabase, connect
@@ -83,6 +87,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             timeout_s=settings.redis_timeout_s,
             on_redis_error=metrics.redis_errors.inc,
         )
+        fleet = Fleet(settings=settings, db=db, pool=pool, routes=routes, metrics=metrics)
+        operator = Operator(
+            db=db,
+            fleet=fleet,
+            routes=routes,
+            metrics=metrics,
+            announce=lambda model: announce(redis, model, settings.redis_timeout_s),
+        )
+        gates = CanaryGates(settings, routes)
+
+        async def pull(model: str, version: int, reason: str) -> None:
+            await operator.set_canary(model, version, 0, actor=GATE_ACTOR, reason=reason)
+
+        gates.pull = pull
         app.state.services = Services(
             settings=settings,
             db=db,
@@ -98,17 +116,25 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 pool=pool,
                 limiter=limiter,
                 metrics=metrics,
+                gates=gates,
             ),
             cache=ResponseCache(
                 redis, settings.cache_ttl_s, metrics.redis_errors.inc, settings.redis_timeout_s
             ),
             jwks=jwks,
+            fleet=fleet,
+            operator=operator,
+            gates=gates,
         )
-        await routes.start()
+        await routes.start(redis)
         await pool.start()
+        await fleet.start()
+        await gates.start()
         try:
             yield
         finally:
+            await gates.stop()
+            await fleet.stop()
             await routes.stop()
             await pool.stop()
             await limiter.close()
@@ -150,7 +176,13 @@ async def _sync_revocations(redis: Redis, db: RegistryDatabase, timeout_s: float
 
 
 def _error(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     """One error shape for /v1 and the OpenAI routes; RFC 9457 problem details under /v2."""
     request_id = getattr(request.state, "request_id", "")
@@ -167,14 +199,14 @@ def _error(
         return JSONResponse(
             problem, status_code=status, headers=headers, media_type="application/problem+json"
         )
-    body = {"error": {"code": code, "message": message}, "request_id": request_id}
+    body = {"error": {"code": code, "message": message, **(extra or {})}, "request_id": request_id}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        return _error(request, exc.status, exc.code, exc.message, exc.headers)
+        return _error(request, exc.status, exc.code, exc.message, exc.headers, extra=exc.extra)
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, exc: ClientGone) -> Response:

@@ -59,6 +59,44 @@ class GatewaySettings(WorkerSettings):
     redis_url: str = Field(
         default="", description="Redis for shared rate limits and the response cache; empty: none."
     )
+    reconcile_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often every Triton endpoint is checked against the versions the "
+        "registry needs (loading and unloading to match); 0 turns the reconciler off.",
+    )
+    model_load_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long loading a model version on Triton may take."
+    )
+    unload_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a version stays loaded after no alias names it (other gateway "
+        "replicas may still route to it until they next read the registry).",
+    )
+    canary_window_s: float = Field(
+        default=60.0, gt=0, description="Canary gates: the window of traffic judged."
+    )
+    canary_min_requests: int = Field(
+        default=20, ge=1, description="Canary gates: fewer samples than this is inconclusive."
+    )
+    canary_max_error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Canary gates: the highest error rate that passes."
+    )
+    canary_max_latency_ratio: float = Field(
+        default=2.0,
+        gt=1,
+        description="Canary gates: the highest ratio of the canary's median time to first "
+        "token (or inter-token latency) to production's that passes.",
+    )
+    canary_check_interval_s: float = Field(
+        default=2.0, ge=0, description="How often canaries are judged; 0 turns the gates off."
+    )
+    canary_gates: dict[str, dict[str, float]] = Field(
+        default={},
+        description="Per-model gate settings overriding the above, e.g. "
+        '{"code-gpt": {"window_s": 120, "max_error_rate": 0.01}}.',
+    )
     redis_timeout_s: float = Field(
         default=1.0,
         gt=0,

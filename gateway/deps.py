@@ -12,8 +12,11 @@ from gateway.auth import Identity, TokenService
 from gateway.cache import ResponseCache
 from gateway.config import GatewaySettings
 from gateway.errors import Unauthorized
+from gateway.fleet import Fleet
+from gateway.gates import CanaryGates
 from gateway.jwks import JWKSKeys
 from gateway.metrics import Metrics
+from gateway.operations import Operator
 from gateway.ratelimit import RateLimiter
 from gateway.routing import RouteTable
 from gateway.service import Generations
@@ -34,6 +37,9 @@ class Services:
     metrics: Metrics
     generations: Generations
     cache: ResponseCache
+    fleet: Fleet
+    operator: Operator
+    gates: CanaryGates
     jwks: JWKSKeys | None = None
 
 

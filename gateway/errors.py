@@ -17,6 +17,8 @@ RFC 9457 problem documents under `/v2`). Messages are for humans and never carry
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GatewayError(Exception):
     status = 500
@@ -25,6 +27,7 @@ class GatewayError(Exception):
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.extra: dict[str, Any] = {}  # more fields for the error body (e.g. `current`)
         if code is not None:
             self.code = code
 

@@ -60,3 +60,22 @@ class Metrics:
         self.filtered = Counter(
             "tollgate_filtered", "Prompts refused by the input filter", ["reason"], registry=r
         )
+        self.model_loads = Counter(
+            "tollgate_model_loads",
+            "Model loads asked of Triton workers, by model and outcome",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.alias_changes = Counter(
+            "tollgate_alias_changes",
+            "Alias changes made through this gateway, by model and action",
+            ["model", "action"],
+            registry=r,
+        )
+        self.inter_token = Histogram(
+            "tollgate_inter_token_seconds",
+            "Mean time between generated tokens of one generation",
+            ["model", "version"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )

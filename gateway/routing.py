@@ -3,7 +3,9 @@
 `production` takes the traffic; a `canary` with weight w takes w % of callers, chosen by a
 stable hash of the caller and the model, so each caller stays on one side. A caller with the
 admin scope may pin a version. The table is re-read from the registry every
-`route_refresh_s` (at most 2 s), so every gateway replica follows an alias change within that.
+`route_refresh_s` (at most 2 s), so every gateway replica follows an alias change within that;
+with Redis, a replica that changes an alias also publishes a notice on `ROUTES_CHANNEL`, and
+every replica re-reads the table as soon as it hears one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from gateway.errors import NotFound, Unavailable
 from registry import aliases, catalog
 from registry.db import RegistryDatabase, reading
@@ -22,6 +27,8 @@ from registry.errors import RegistryError
 from registry.tables import VersionStatus
 
 log = logging.getLogger("tollgate.gateway.routing")
+
+ROUTES_CHANNEL = "tollgate:routes"
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class RouteTable:
         self.refreshed_at = -float("inf")  # monotonic time of the last successful read
         self._versions: dict[tuple[str, int], VersionInfo] = {}  # versions never change
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     def resolve(self, model: str, caller: str, pinned: int | None = None) -> tuple[int, int, str]:
         """(version, context length, alias or 'pinned') for a request, or NotFound."""
@@ -133,22 +141,52 @@ class RouteTable:
         """Whether the last read of the registry succeeded recently (for readiness)."""
         return time.monotonic() - self.refreshed_at < 3 * self.refresh_s + 1
 
-    async def start(self) -> None:
+    async def start(self, redis: Redis | None = None) -> None:
         await asyncio.to_thread(self.reload)
         self._task = asyncio.create_task(self._refresh(), name="tollgate-routes")
+        if redis is not None:
+            self._listener = asyncio.create_task(self._listen(redis), name="tollgate-notices")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _refresh(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_s)
+            await self._reload_quietly()
+
+    async def _reload_quietly(self) -> None:
+        try:
+            await asyncio.to_thread(self.reload)
+        except (RegistryError, OSError, ValueError) as exc:
+            log.warning("routing table refresh failed, keeping the last one: %s", exc)
+        except Exception:  # the refresher must survive a bad moment of the database
+            log.exception("routing table refresh failed, keeping the last one")
+
+    async def _listen(self, redis: Redis) -> None:
+        """Re-read the table whenever a replica announces a change (polling still runs)."""
+        while True:
             try:
-                await asyncio.to_thread(self.reload)
-            except (RegistryError, OSError, ValueError) as exc:
-                log.warning("routing table refresh failed, keeping the last one: %s", exc)
-            except Exception:  # the refresher must survive a bad moment of the database
-                log.exception("routing table refresh failed, keeping the last one")
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(ROUTES_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self._reload_quietly()
+            except (RedisError, OSError) as exc:
+                log.warning("route notices unavailable (polling continues): %s", exc)
+                await asyncio.sleep(self.refresh_s)
+
+
+async def announce(redis: Redis | None, model: str, timeout_s: float) -> None:
+    """Tell every replica that `model`'s routes changed (best effort: polling backs it up)."""
+    if redis is None:
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            await redis.publish(ROUTES_CHANNEL, model)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("could not announce the route change of %s: %s", model, exc)

@@ -23,6 +23,7 @@ from gateway.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from gateway.gates import CanaryGates
 from gateway.keys import KeyNotFound, get_key
 from gateway.metrics import Metrics
 from gateway.ratelimit import Decision, Limits, RateLimiter
@@ -78,9 +79,10 @@ class Generations:
         pool: TritonPool,
         limiter: RateLimiter,
         metrics: Metrics,
+        gates: CanaryGates | None = None,
     ) -> None:
         self.settings, self.db, self.routes, self.pool = settings, db, routes, pool
-        self.limiter, self.metrics = limiter, metrics
+        self.limiter, self.metrics, self.gates = limiter, metrics, gates
         self.filter = InputFilter(settings, metrics)
         self._key_limits: dict[str, Limits] = {}
         self.defaults = Limits(
@@ -175,21 +177,22 @@ class Generations:
         )
 
     async def run(self, admitted: Admitted) -> AsyncIterator[Piece]:
-        """The worker's responses; metrics and the token refund happen however it ends."""
+        """The worker's responses; metrics, the canary gates' sample and the token refund
+        happen however it ends."""
         call, generated, outcome = admitted.call, 0, "error"
         labels = (call.model, str(call.version))
-        first = True
+        first_at: float | None = None
+        failed: bool | None = None  # None: not the worker's doing (the caller left, or erred)
         try:
             async for piece in self.pool.generate(call):
-                if first and (piece.text or piece.final):
-                    self.metrics.first_token.labels(*labels).observe(
-                        time.perf_counter() - admitted.started
-                    )
-                    first = False
+                if first_at is None and (piece.text or piece.final):
+                    first_at = time.perf_counter()
+                    self.metrics.first_token.labels(*labels).observe(first_at - admitted.started)
                 generated += len(piece.token_ids)
                 if piece.final:
                     generated = piece.completion_tokens
                     outcome = piece.finish_reason or "ok"
+                    failed = False
                     self.metrics.tokens.labels(call.model, "prompt").inc(piece.prompt_tokens)
                     self.metrics.tokens.labels(call.model, "completion").inc(generated)
                 yield piece
@@ -198,15 +201,31 @@ class Generations:
             raise
         except GatewayError as exc:
             self.metrics.upstream_errors.labels(exc.code).inc()
+            failed = exc.status >= 500
             raise
         finally:
             self.metrics.generations.labels(*labels, admitted.alias, outcome).inc()
+            self._sample(admitted, failed, first_at, generated)
             self.limiter.refund_soon(  # off the response's path: the caller need not wait
                 admitted.identity.bucket,
                 admitted.limits,
                 call.max_tokens - generated,
                 admitted.decision,
             )
+
+    def _sample(
+        self, admitted: Admitted, failed: bool | None, first_at: float | None, generated: int
+    ) -> None:
+        if failed is None:
+            return
+        call = admitted.call
+        ttft = first_at - admitted.started if first_at is not None else None
+        itl = None
+        if first_at is not None and generated > 1:
+            itl = (time.perf_counter() - first_at) / (generated - 1)
+            self.metrics.inter_token.labels(call.model, str(call.version)).observe(itl)
+        if self.gates is not None and admitted.alias in {"production", "canary"}:
+            self.gates.record(call.model, call.version, failed=failed, ttft_s=ttft, itl_s=itl)
 
 
 async def _resume(first: Piece, rest: AsyncIterator[Piece]) -> AsyncIterator[Piece]:

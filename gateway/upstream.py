@@ -180,6 +180,25 @@ class Endpoint:
         answer = await self.stub.ModelReady(ask, timeout=2.0)
         return bool(answer.ready)
 
+    async def ready_versions(self, model: str) -> set[int]:
+        """The versions of `model` this server has loaded and ready."""
+        index = await self.stub.RepositoryIndex(
+            service_pb2.RepositoryIndexRequest(ready=True), timeout=5.0
+        )
+        return {
+            int(m.version)
+            for m in index.models
+            if m.name == model and m.state == "READY" and m.version.isdigit()
+        }
+
+    async def load_model(self, model: str, config_json: str, timeout_s: float) -> None:
+        """Load (or reload) `model` with this configuration; Triton loads the versions it
+        names that are not loaded, unloads the ones it no longer names once their requests
+        have finished, and leaves the others serving."""
+        request = service_pb2.RepositoryModelLoadRequest(model_name=model)
+        request.parameters["config"].string_param = config_json
+        await self.stub.RepositoryModelLoad(request, timeout=timeout_s)
+
     async def stream(
         self, request: service_pb2.ModelInferRequest, timeout_s: float
     ) -> AsyncIterator[service_pb2.ModelInferResponse]:

@@ -9,11 +9,15 @@ serve (a specific version policy) and the engine's settings as parameters.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import select
+
 from registry import aliases, catalog
+from registry.alias_state import latest_event
 from registry.db import RegistryDatabase, reading
-from registry.tables import VersionStatus
+from registry.tables import Alias, AliasEvent, ModelVersion, VersionStatus, utcnow
 from workers.config import WorkerSettings
 
 ENTRY_POINT = Path(__file__).with_name("triton_entry.py")
@@ -86,15 +90,39 @@ def write_model_config(
     return path
 
 
-def versions_to_serve(db: RegistryDatabase, model: str) -> list[int]:
-    """What a worker should hold: the versions aliases name, and the newest ready version."""
+def versions_to_serve(db: RegistryDatabase, model: str, *, grace_s: float = 0.0) -> list[int]:
+    """What a worker should hold: the versions aliases name, the version a rollback of
+    `production` would return to (so rolling back is instant), versions an alias stopped
+    naming less than `grace_s` ago (gateway replicas may still route there until they next
+    read the registry), and the newest ready version (so it can be canaried at once)."""
     with reading(db) as session:
+        row = catalog.find_model(session, model)
         wanted = {state.version for state in aliases.get_aliases(session=session, model=model)}
+        production = latest_event(session, model_id=row.id, alias=Alias.PRODUCTION)
+        if production is not None and production.undo_event_id is not None:
+            before = session.get_one(AliasEvent, production.undo_event_id)
+            if before.to_version is not None:
+                wanted.add(before.to_version)
+        if grace_s > 0:
+            since = utcnow() - timedelta(seconds=grace_s)
+            recent = session.scalars(
+                select(AliasEvent.from_version).where(
+                    AliasEvent.model_id == row.id, AliasEvent.created_at >= since
+                )
+            )
+            wanted |= {v for v in recent if v is not None}
         newest = catalog.list_versions(
             session=session, model=model, status=VersionStatus.READY, limit=1
+        ).items
+        wanted |= {v.version for v in newest}
+        ready = session.scalars(
+            select(ModelVersion.version).where(
+                ModelVersion.model_id == row.id,
+                ModelVersion.version.in_(wanted),
+                ModelVersion.status == VersionStatus.READY,
+            )
         )
-    wanted |= {v.version for v in newest.items}
-    return sorted(wanted)
+        return sorted(ready)
 
 
 def servable_models(db: RegistryDatabase, repository: Path) -> dict[str, list[int]]:

@@ -1,0 +1,168 @@
+"""Making Triton follow the registry: the versions each worker holds.
+
+Before an alias may point at a version, `Fleet.ensure` loads it on every healthy Triton
+endpoint (explicit model control; the model's configuration lists its versions with a
+specific version policy, sent with the load request so no worker needs the gateway's files)
+and checks that each reports it ready. A version that fails to load is never made live: the
+caller gets Triton's reason. Versions no alias needs any more are unloaded by the reconciler,
+`unload_grace_s` after the last alias left them (Triton unloads a version only once its
+in-flight requests have finished). The reconciler also brings a worker that restarted or
+joined later to the same state, every `reconcile_interval_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+
+import grpc
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from gateway.config import GatewaySettings
+from gateway.errors import GatewayError, Unavailable
+from gateway.metrics import Metrics
+from gateway.routing import RouteTable
+from gateway.upstream import Endpoint, TritonPool
+from registry.db import RegistryDatabase
+from registry.errors import RegistryError
+from workers.repository import model_config, versions_to_serve
+
+log = logging.getLogger("tollgate.gateway.fleet")
+
+
+class VersionNotServable(GatewayError):
+    """A version could not be loaded (or made ready) on a worker; nothing was changed."""
+
+    status, code = 409, "version_not_servable"
+
+
+class Fleet:
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        db: RegistryDatabase,
+        pool: TritonPool,
+        routes: RouteTable,
+        metrics: Metrics,
+    ) -> None:
+        self.settings, self.db, self.pool, self.metrics = settings, db, pool, metrics
+        self.routes = routes
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # (endpoint, model) -> (monotonic time before which not to retry, delay used)
+        self._backoff: dict[tuple[str, str], tuple[float, float]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def config_json(self, model: str, versions: list[int]) -> str:
+        """The model's Triton configuration, as the JSON a load request carries."""
+        config = text_format.Parse(
+            model_config(model, versions, self.settings), model_config_pb2.ModelConfig()
+        )
+        return json_format.MessageToJson(config, preserving_proto_field_name=True)
+
+    async def wanted(self, model: str, *, also: int | None = None) -> set[int]:
+        """The versions workers should hold now (plus `also`, about to be made live)."""
+        versions = set(
+            await asyncio.to_thread(
+                versions_to_serve, self.db, model, grace_s=self.settings.unload_grace_s
+            )
+        )
+        if also is not None:
+            versions.add(also)
+        return versions
+
+    async def ensure(self, model: str, versions: set[int]) -> None:
+        """Make every healthy endpoint hold exactly `versions` of `model`, each ready, or
+        raise VersionNotServable (a load failed) or Unavailable (no worker answers)."""
+        endpoints = [e for e in self.pool.endpoints if e.healthy]
+        if not endpoints:
+            raise Unavailable("no Triton worker is reachable to load the version on")
+        async with self._locks[model]:
+            outcomes = await asyncio.gather(
+                *(self._ensure_on(e, model, versions) for e in endpoints),
+                return_exceptions=True,
+            )
+        problems = [o for o in outcomes if isinstance(o, BaseException)]
+        for problem in problems:
+            if not isinstance(problem, GatewayError):
+                raise problem
+        if problems:
+            raise VersionNotServable("; ".join(str(p) for p in problems))
+
+    async def _ensure_on(self, endpoint: Endpoint, model: str, versions: set[int]) -> None:
+        try:
+            if await endpoint.ready_versions(model) == versions:
+                return
+            started = time.perf_counter()
+            config = self.config_json(model, sorted(versions))
+            await endpoint.load_model(model, config, self.settings.model_load_timeout_s)
+            ready = await endpoint.ready_versions(model)
+        except grpc.aio.AioRpcError as exc:
+            self.metrics.model_loads.labels(model, "failed").inc()
+            raise VersionNotServable(
+                f"{model} on {endpoint.url}: {exc.details() or exc.code().name}"
+            ) from exc
+        missing = versions - ready
+        if missing:
+            self.metrics.model_loads.labels(model, "failed").inc()
+            raise VersionNotServable(
+                f"{model} on {endpoint.url}: versions {sorted(missing)} are not ready after loading"
+            )
+        self.metrics.model_loads.labels(model, "ok").inc()
+        log.info(
+            "%s on %s now holds versions %s (%.1f s)",
+            model,
+            endpoint.url,
+            sorted(versions),
+            time.perf_counter() - started,
+        )
+
+    # -- the reconciler ---------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.settings.reconcile_interval_s > 0:
+            self._task = asyncio.create_task(self._reconcile_forever(), name="tollgate-fleet")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_s)
+            try:
+                await self.reconcile()
+            except Exception:  # the reconciler must outlive a bad moment of any dependency
+                log.exception("reconciling the workers failed; trying again next round")
+
+    async def reconcile(self, models: list[str] | None = None) -> None:
+        """One round: each model's wanted versions onto every healthy endpoint. A worker
+        where that fails is left alone for a while (doubling up to 10 minutes)."""
+        names = models if models is not None else list(self.routes.routes)
+        for model in names:
+            try:
+                versions = await self.wanted(model)
+            except RegistryError as exc:
+                log.warning("could not read what %s needs: %s", model, exc)
+                continue
+            if not versions:
+                continue
+            for endpoint in [e for e in self.pool.endpoints if e.healthy]:
+                key = (endpoint.url, model)
+                not_before, delay = self._backoff.get(key, (0.0, 0.0))
+                if time.monotonic() < not_before:
+                    continue
+                try:
+                    async with self._locks[model]:
+                        await self._ensure_on(endpoint, model, versions)
+                except (GatewayError, grpc.aio.AioRpcError) as exc:
+                    delay = min(600.0, max(2 * delay, 30.0))
+                    self._backoff[key] = (time.monotonic() + delay, delay)
+                    log.warning("reconcile %s: %s; next try in %.0f s", model, exc, delay)
+                else:
+                    self._backoff.pop(key, None)

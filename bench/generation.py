@@ -117,7 +117,7 @@ def bench_triton(
         # from one request to the next. Opening them (a short round first) is not measured.
         endpoint = Endpoint(url)
         try:
-            await endpoint.server_ready()
+            await endpoint.server_live()
             target = (model, version)
             await asyncio.gather(*(_one(endpoint, target, p, 2, None) for p in prompts))
             start = time.perf_counter()

@@ -56,6 +56,8 @@ class Fleet:
         # (endpoint, model) -> (monotonic time before which not to retry, delay used)
         self._backoff: dict[tuple[str, str], tuple[float, float]] = {}
         self._task: asyncio.Task[None] | None = None
+        # (endpoint, model, version) -> when this replica first saw it loaded but not wanted
+        self._unneeded: dict[tuple[str, str, int], float] = {}
 
     def config_json(self, model: str, versions: list[int]) -> str:
         """The model's Triton configuration, as the JSON a load request carries."""
@@ -68,24 +70,33 @@ class Fleet:
         """The versions workers should hold now (plus `also`, about to be made live)."""
         versions = set(
             await asyncio.to_thread(
-                versions_to_serve, self.db, model, grace_s=self.settings.unload_grace_s
+                versions_to_serve,
+                self.db,
+                model,
+                grace_s=self.settings.unload_grace_s,
+                newest=False,
             )
         )
         if also is not None:
             versions.add(also)
         return versions
 
+    def lock(self, model: str) -> asyncio.Lock:
+        """Held around "load, then change the alias", so this replica's reconciler never
+        works from a state read in between."""
+        return self._locks[model]
+
     async def ensure(self, model: str, versions: set[int]) -> None:
-        """Make every healthy endpoint hold exactly `versions` of `model`, each ready, or
-        raise VersionNotServable (a load failed) or Unavailable (no worker answers)."""
+        """Make every healthy endpoint hold `versions` of `model`, each ready (and unload
+        what is not wanted and past its grace), or raise VersionNotServable (a load failed)
+        or Unavailable (no worker answers). The caller holds `lock(model)`."""
         endpoints = [e for e in self.pool.endpoints if e.healthy]
         if not endpoints:
             raise Unavailable("no Triton worker is reachable to load the version on")
-        async with self._locks[model]:
-            outcomes = await asyncio.gather(
-                *(self._ensure_on(e, model, versions) for e in endpoints),
-                return_exceptions=True,
-            )
+        outcomes = await asyncio.gather(
+            *(self._ensure_on(e, model, versions) for e in endpoints),
+            return_exceptions=True,
+        )
         problems = [o for o in outcomes if isinstance(o, BaseException)]
         for problem in problems:
             if not isinstance(problem, GatewayError):
@@ -93,9 +104,27 @@ class Fleet:
         if problems:
             raise VersionNotServable("; ".join(str(p) for p in problems))
 
-    async def _ensure_on(self, endpoint: Endpoint, model: str, versions: set[int]) -> None:
+    def _target(
+        self, endpoint: Endpoint, model: str, wanted: set[int], ready: set[int]
+    ) -> set[int]:
+        """`wanted`, plus loaded versions this replica has not yet seen unwanted for
+        `unload_grace_s`: a version another replica just loaded for a change it is about to
+        commit is never unloaded under it."""
+        now = time.monotonic()
+        keep = set(wanted)
+        for version in ready - wanted:
+            since = self._unneeded.setdefault((endpoint.url, model, version), now)
+            if now - since < self.settings.unload_grace_s:
+                keep.add(version)
+        for version in wanted:
+            self._unneeded.pop((endpoint.url, model, version), None)
+        return keep
+
+    async def _ensure_on(self, endpoint: Endpoint, model: str, wanted: set[int]) -> None:
         try:
-            if await endpoint.ready_versions(model) == versions:
+            ready = await endpoint.ready_versions(model)
+            versions = self._target(endpoint, model, wanted, ready)
+            if ready == versions:
                 return
             started = time.perf_counter()
             config = self.config_json(model, sorted(versions))
@@ -106,7 +135,7 @@ class Fleet:
             raise VersionNotServable(
                 f"{model} on {endpoint.url}: {exc.details() or exc.code().name}"
             ) from exc
-        missing = versions - ready
+        missing = wanted - ready
         if missing:
             self.metrics.model_loads.labels(model, "failed").inc()
             raise VersionNotServable(
@@ -145,24 +174,27 @@ class Fleet:
         where that fails is left alone for a while (doubling up to 10 minutes)."""
         names = models if models is not None else list(self.routes.routes)
         for model in names:
+            async with self._locks[model]:
+                await self._reconcile_model(model)
+
+    async def _reconcile_model(self, model: str) -> None:
+        try:
+            versions = await self.wanted(model)
+        except RegistryError as exc:
+            log.warning("could not read what %s needs: %s", model, exc)
+            return
+        if not versions:
+            return
+        for endpoint in [e for e in self.pool.endpoints if e.healthy]:
+            key = (endpoint.url, model)
+            not_before, delay = self._backoff.get(key, (0.0, 0.0))
+            if time.monotonic() < not_before:
+                continue
             try:
-                versions = await self.wanted(model)
-            except RegistryError as exc:
-                log.warning("could not read what %s needs: %s", model, exc)
-                continue
-            if not versions:
-                continue
-            for endpoint in [e for e in self.pool.endpoints if e.healthy]:
-                key = (endpoint.url, model)
-                not_before, delay = self._backoff.get(key, (0.0, 0.0))
-                if time.monotonic() < not_before:
-                    continue
-                try:
-                    async with self._locks[model]:
-                        await self._ensure_on(endpoint, model, versions)
-                except (GatewayError, grpc.aio.AioRpcError) as exc:
-                    delay = min(600.0, max(2 * delay, 30.0))
-                    self._backoff[key] = (time.monotonic() + delay, delay)
-                    log.warning("reconcile %s: %s; next try in %.0f s", model, exc, delay)
-                else:
-                    self._backoff.pop(key, None)
+                await self._ensure_on(endpoint, model, versions)
+            except (GatewayError, grpc.aio.AioRpcError) as exc:
+                delay = min(600.0, max(2 * delay, 30.0))
+                self._backoff[key] = (time.monotonic() + delay, delay)
+                log.warning("reconcile %s: %s; next try in %.0f s", model, exc, delay)
+            else:
+                self._backoff.pop(key, None)

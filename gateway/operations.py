@@ -191,31 +191,39 @@ class Operator:
         )
         if expect is not None and expect != revision:
             raise await self._conflict(model, f"expected revision {expect}, the model is at")
-        if version is not None:
-            await self.fleet.ensure(model, await self.fleet.wanted(model, also=version))
-
-        def commit() -> Outcome | str:
-            with writing(self.db) as session:
-                row = lock_model(session, model)
-                if idempotency is not None:
-                    replay = _stored(session, idempotency)
-                    if replay is not None:
-                        return replay
-                if revision_of(session, row.id) != revision:
-                    return "moved"
-                event = apply(session)
-                body = {"event": event.model_dump(mode="json"), **state_body(session, model)}
-                if idempotency is not None:
-                    _store(session, idempotency, 200, body)
-                return Outcome(200, body)
-
-        outcome = await self._registry(commit)
+        async with self.fleet.lock(model):
+            if version is not None:
+                await self.fleet.ensure(model, await self.fleet.wanted(model, also=version))
+            outcome = await self._registry(
+                lambda: self._commit(model, revision, apply, idempotency)
+            )
         if isinstance(outcome, str):
             raise await self._conflict(model, "another change landed first; the model is at")
         if not outcome.replayed:
             self.metrics.alias_changes.labels(model, action).inc()
             await self.after_change(model)
         return outcome
+
+    def _commit(
+        self,
+        model: str,
+        revision: int,
+        apply: Callable[[Session], AliasEventPublic],
+        idempotency: Idempotency | None,
+    ) -> Outcome | str:
+        with writing(self.db) as session:
+            row = lock_model(session, model)
+            if idempotency is not None:
+                replay = _stored(session, idempotency)
+                if replay is not None:
+                    return replay
+            if revision_of(session, row.id) != revision:
+                return "moved"
+            event = apply(session)
+            body = {"event": event.model_dump(mode="json"), **state_body(session, model)}
+            if idempotency is not None:
+                _store(session, idempotency, 200, body)
+            return Outcome(200, body)
 
     async def after_change(self, model: str) -> None:
         """Route the new way here at once, and tell the other replicas."""

@@ -171,9 +171,11 @@ class Endpoint:
             call.cancel()
         self._idle.clear()
 
-    async def server_ready(self) -> bool:
-        answer = await self.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=2.0)
-        return bool(answer.ready)
+    async def server_live(self) -> bool:
+        """Whether the server answers. (Not `ServerReady`: with strict readiness a server is
+        "not ready" while any model loads, which is exactly when it must stay in use.)"""
+        answer = await self.stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=2.0)
+        return bool(answer.live)
 
     async def model_ready(self, model: str, version: int) -> bool:
         ask = service_pb2.ModelReadyRequest(name=model, version=str(version))
@@ -313,12 +315,15 @@ class TritonPool:
 
     async def check_health(self) -> None:
         async def one(endpoint: Endpoint) -> None:
+            problem = "not live"
             try:
-                healthy = await endpoint.server_ready()
-            except (grpc.aio.AioRpcError, TimeoutError, OSError):
-                healthy = False
+                healthy = await endpoint.server_live()
+            except (grpc.aio.AioRpcError, TimeoutError, OSError) as exc:
+                healthy, problem = False, str(exc)
             if not healthy:
                 endpoint.forget_streams()  # a restarted server does not know them
+            if healthy != endpoint.healthy:
+                log.warning("Triton at %s is %s", endpoint.url, "back" if healthy else problem)
             endpoint.healthy = healthy
 
         await asyncio.gather(*(one(e) for e in self.endpoints))

@@ -90,11 +90,14 @@ def write_model_config(
     return path
 
 
-def versions_to_serve(db: RegistryDatabase, model: str, *, grace_s: float = 0.0) -> list[int]:
+def versions_to_serve(
+    db: RegistryDatabase, model: str, *, grace_s: float = 0.0, newest: bool = True
+) -> list[int]:
     """What a worker should hold: the versions aliases name, the version a rollback of
     `production` would return to (so rolling back is instant), versions an alias stopped
     naming less than `grace_s` ago (gateway replicas may still route there until they next
-    read the registry), and the newest ready version (so it can be canaried at once)."""
+    read the registry), and, with `newest`, the newest ready version (a worker started on its
+    own serves it for trying out; the gateway's reconciler leaves it out)."""
     with reading(db) as session:
         row = catalog.find_model(session, model)
         wanted = {state.version for state in aliases.get_aliases(session=session, model=model)}
@@ -111,10 +114,11 @@ def versions_to_serve(db: RegistryDatabase, model: str, *, grace_s: float = 0.0)
                 )
             )
             wanted |= {v for v in recent if v is not None}
-        newest = catalog.list_versions(
-            session=session, model=model, status=VersionStatus.READY, limit=1
-        ).items
-        wanted |= {v.version for v in newest}
+        if newest:
+            latest = catalog.list_versions(
+                session=session, model=model, status=VersionStatus.READY, limit=1
+            ).items
+            wanted |= {v.version for v in latest}
         ready = session.scalars(
             select(ModelVersion.version).where(
                 ModelVersion.model_id == row.id,

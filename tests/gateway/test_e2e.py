@@ -76,6 +76,7 @@ def system(published: WorkerSettings) -> Iterator[System]:
         max_body_bytes=4096,
         rate_requests_capacity=1000,
         deny_patterns=["(?i)ignore previous instructions"],
+        reconcile_interval_s=0,  # versions stay as started (a test pins v2)
     )
     prepare(settings)
     with server_for(settings, ["gen"]):

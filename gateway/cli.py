@@ -1,4 +1,5 @@
-"""`python -m gateway`: serve the API, run the whole local system, mint tokens, manage keys."""
+"""`python -m gateway`: serve the API, run the whole local system, mint tokens, manage keys,
+and operate model versions (`admin`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from redis import Redis
 from rich.console import Console
 from rich.table import Table
 
+from gateway.admin_cli import admin_app
 from gateway.app import create_app
 from gateway.auth import TokenService, parse_scopes
 from gateway.config import GatewaySettings
@@ -30,6 +32,7 @@ from workers.cli import prepare, server_for
 app = typer.Typer(help="The Tollgate gateway.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(admin_app, name="admin")
 out, err = Console(), Console(stderr=True)
 
 

@@ -31,7 +31,7 @@ from gateway.metrics import Metrics
 from gateway.routing import RouteTable
 from registry import aliases
 from registry.alias_state import latest_event
-from registry.catalog import find_model, lock_model
+from registry.catalog import find_model, find_version, lock_model
 from registry.db import RegistryDatabase, reading, writing
 from registry.errors import (
     AliasNotSet,
@@ -42,7 +42,7 @@ from registry.errors import (
     VersionNotFound,
 )
 from registry.schemas import AliasEventPublic
-from registry.tables import Alias, AliasEvent, IdempotencyKey, utcnow
+from registry.tables import Alias, AliasEvent, IdempotencyKey, VersionStatus, utcnow
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 T = TypeVar("T")
@@ -187,7 +187,7 @@ class Operator:
             if stored is not None:
                 return stored
         revision = await self._registry(
-            lambda: self._read(lambda s: revision_of(s, find_model(s, model).id))
+            lambda: self._read(lambda s: _revision_checking(s, model, version))
         )
         if expect is not None and expect != revision:
             raise await self._conflict(model, f"expected revision {expect}, the model is at")
@@ -245,6 +245,16 @@ class Operator:
             return await asyncio.to_thread(fn)
         except RegistryError as exc:
             raise registry_errors(exc) from exc
+
+
+def _revision_checking(session: Session, model: str, version: int | None) -> int:
+    """The model's revision, once the version to be made live is known to be ready."""
+    revision = revision_of(session, find_model(session, model).id)
+    if version is not None:
+        row = find_version(session, model, version)
+        if row.status != VersionStatus.READY:
+            raise InvalidState(f"{model} v{version} is {row.status}; only ready versions serve")
+    return revision
 
 
 def _rollback_target(session: Session, model: str) -> int:

@@ -38,6 +38,7 @@ from workers.artifacts import resolve
 from workers.cli import server_for
 from workers.config import WorkerSettings
 from workers.repository import write_model_config
+from workers.server import TritonServer
 
 pytestmark = pytest.mark.redis
 
@@ -64,6 +65,7 @@ class Fleet:
     settings: GatewaySettings
     bases: list[str]  # replica A (in this process), replica B (a process of its own)
     grpc_url: str
+    triton: TritonServer
 
     def token(self, subject: str, scopes: str = "generate") -> str:
         issued, _ = TokenService(self.settings).issue(
@@ -150,7 +152,6 @@ def fleet(published: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -
         canary_check_interval_s=0.5,
     )
     _break(repository / "gen" / "3", settings.worker_artifact)
-    _corrupt(repository / "gen" / "4", settings.worker_artifact)
     db = connect(settings)
     migrate.upgrade(db)
     with writing(db) as session:
@@ -164,8 +165,10 @@ def fleet(published: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -
             reason="start",
         )
     db.dispose()
+    # Registered as ready, then damaged on the worker's disk: Triton refuses to load it.
+    _corrupt(repository / "gen" / "4", settings.worker_artifact)
     write_model_config(repository, "gen", [1], settings)
-    with server_for(settings, ["gen"]):
+    with server_for(settings, ["gen"]) as triton:
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
@@ -192,7 +195,7 @@ def fleet(published: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -
                         pass
                     assert time.monotonic() < deadline, f"{base} did not become ready"
                     time.sleep(0.2)
-            running = Fleet(settings, bases, f"127.0.0.1:{settings.triton_grpc_port}")
+            running = Fleet(settings, bases, f"127.0.0.1:{settings.triton_grpc_port}", triton)
             running.served_by(0, "warm-up")
             yield running
         finally:
@@ -450,3 +453,52 @@ def test_a_broken_canary_is_pulled_automatically_and_production_is_unaffected(
     # Every caller is served by production again.
     for j in range(10):
         assert fleet.served_by(0, f"after-{j}") == production
+
+
+def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "admin", *args, "--url", fleet.bases[0]],
+        env={**os.environ, "TOLLGATE_JWT_SECRET": SECRET, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_the_admin_cli_wraps_the_api_for_operators(fleet: Fleet) -> None:
+    current = next(a["version"] for a in fleet.state()["aliases"] if a["alias"] == "production")
+    target = 2 if current == 1 else 1
+    promoted = _cli(fleet, "promote", "gen", str(target), "--reason", "from the cli", "--as", "ana")
+    assert promoted.returncode == 0, promoted.stderr
+    assert f"production set (v{current} → v{target})" in promoted.stdout
+    status = _cli(fleet, "status", "gen")
+    assert f"production → v{target}" in status.stdout
+    history = _cli(fleet, "history", "gen", "--limit", "1", "--json")
+    event = json.loads(history.stdout)["items"][0]
+    assert (event["actor"], event["reason"], event["to_version"]) == ("ana", "from the cli", target)
+    at = _cli(fleet, "history", "gen", "--at", event["created_at"])
+    assert f"production → v{target}" in at.stdout
+    table = _cli(fleet, "history", "gen", "--limit", "3")
+    assert "from the cli" in table.stdout
+    missing = _cli(fleet, "promote", "gen", "99", "--reason", "nope")
+    assert missing.returncode == 1
+    assert "version_not_found" in missing.stderr
+    no_reason = _cli(fleet, "canary", "gen", "1")
+    assert no_reason.returncode == 1
+    assert "--reason" in no_reason.stderr
+
+
+def test_a_restarted_worker_is_brought_back_to_the_desired_state(fleet: Fleet) -> None:
+    production = next(a["version"] for a in fleet.state()["aliases"] if a["alias"] == "production")
+    other = 2 if production == 1 else 1
+    # The worker comes back holding only the other version (its files say so), as a worker
+    # restarted from a stale repository would.
+    fleet.triton.stop()
+    write_model_config(fleet.settings.model_repository, "gen", [other], fleet.settings)
+    fleet.triton.start()
+    deadline = time.monotonic() + 60
+    while production not in _ready_versions(fleet):
+        assert time.monotonic() < deadline, "the reconciler never loaded production again"
+        time.sleep(0.5)
+    assert fleet.served_by(0, "after-restart") == production

@@ -18,6 +18,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from opentelemetry.sdk.trace.export import SpanExporter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,14 +40,17 @@ from gateway.operations import Operator
 from gateway.ratelimit import REVOKED_SET, RateLimiter
 from gateway.routing import RouteTable, announce
 from gateway.service import Generations
+from gateway.tracing import Tracing
 from gateway.upstream import TritonPool
 from registry.db import RegistryDatabase, connect
 
 log = logging.getLogger("tollgate.gateway")
 
 
-def create_app(settings: GatewaySettings) -> FastAPI:
+def create_app(settings: GatewaySettings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
+    """The gateway app; `span_exporter` receives its spans (tests), else OTLP when set."""
     metrics = Metrics()
+    tracing = Tracing(settings, span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -117,6 +121,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 limiter=limiter,
                 metrics=metrics,
                 gates=gates,
+                tracer=tracing.tracer,
             ),
             cache=ResponseCache(
                 redis, settings.cache_ttl_s, metrics.redis_errors.inc, settings.redis_timeout_s
@@ -125,6 +130,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             fleet=fleet,
             operator=operator,
             gates=gates,
+            tracing=tracing,
         )
         await routes.start(redis)
         await pool.start()
@@ -142,6 +148,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             if redis is not None:
                 await redis.aclose()
             db.dispose()
+            tracing.shutdown()
 
     app = FastAPI(
         title="Tollgate",
@@ -152,6 +159,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         RequestContext,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        tracing=tracing,
     )
     app.include_router(v1.router)
     app.include_router(openai.router)

@@ -97,6 +97,14 @@ class GatewaySettings(WorkerSettings):
         description="Per-model gate settings overriding the above, e.g. "
         '{"code-gpt": {"window_s": 120, "max_error_rate": 0.01}}.',
     )
+    otlp_endpoint: str = Field(
+        default="",
+        description="OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); empty: "
+        "no tracing.",
+    )
+    otel_service_name: str = Field(
+        default="tollgate-gateway", description="The service name on exported spans."
+    )
     redis_timeout_s: float = Field(
         default=1.0,
         gt=0,

@@ -20,6 +20,7 @@ from gateway.operations import Operator
 from gateway.ratelimit import RateLimiter
 from gateway.routing import RouteTable
 from gateway.service import Generations
+from gateway.tracing import Tracing
 from gateway.upstream import TritonPool
 from registry.db import RegistryDatabase
 
@@ -40,6 +41,7 @@ class Services:
     fleet: Fleet
     operator: Operator
     gates: CanaryGates
+    tracing: Tracing
     jwks: JWKSKeys | None = None
 
 
@@ -61,7 +63,8 @@ async def identity(request: Request, svc: Annotated[Services, Depends(services)]
             kid = None  # verify() says what is wrong with it
         if kid:
             await svc.jwks.prepare(str(kid))
-    return svc.tokens.verify(token.strip())
+    with svc.tracing.tracer.start_as_current_span("auth"):
+        return svc.tokens.verify(token.strip())
 
 
 ServicesDep = Annotated[Services, Depends(services)]

@@ -14,10 +14,14 @@ import re
 import time
 import uuid
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
+from gateway.tracing import Tracing, incoming
 
 access = logging.getLogger("tollgate.gateway.access")
 
@@ -25,10 +29,13 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, tracing: Tracing
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,6 +48,19 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         status = 500
+        span, attached = None, None
+        if self.tracing.enabled:  # one span per request, continuing the caller's trace
+            span = self.tracing.tracer.start_span(
+                scope["method"], context=incoming(headers), kind=SpanKind.SERVER
+            )
+            span.set_attributes(
+                {
+                    "http.request.method": scope["method"],
+                    "url.path": scope["path"],
+                    "tollgate.request_id": request_id,
+                }
+            )
+            attached = otel_context.attach(trace.set_span_in_context(span))
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -68,6 +88,13 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)
+            if span is not None and attached is not None:
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attributes({"http.route": route, "http.response.status_code": status})
+                if status >= 500:
+                    span.set_status(StatusCode.ERROR)
+                span.end()
+                otel_context.detach(attached)
             access.info(
                 "request",
                 extra={

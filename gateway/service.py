@@ -14,6 +14,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
 from gateway.auth import Identity
 from gateway.config import GatewaySettings
 from gateway.errors import (
@@ -29,6 +32,7 @@ from gateway.metrics import Metrics
 from gateway.ratelimit import Decision, Limits, RateLimiter
 from gateway.routing import RouteTable
 from gateway.schemas import GenerateRequest
+from gateway.tracing import traceparent
 from gateway.upstream import GenerateCall, Piece, TritonPool
 from registry.db import RegistryDatabase
 
@@ -80,9 +84,11 @@ class Generations:
         limiter: RateLimiter,
         metrics: Metrics,
         gates: CanaryGates | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.settings, self.db, self.routes, self.pool = settings, db, routes, pool
         self.limiter, self.metrics, self.gates = limiter, metrics, gates
+        self.tracer = tracer or trace.NoOpTracer()
         self.filter = InputFilter(settings, metrics)
         self._key_limits: dict[str, Limits] = {}
         self.defaults = Limits(
@@ -123,20 +129,24 @@ class Generations:
             identity.require("admin")
         self.filter.check(body.prompt)
         model = body.model or self.settings.default_model
-        version, context, alias = self.routes.resolve(model, identity.subject, body.version)
+        with self.tracer.start_as_current_span("route") as span:
+            version, context, alias = self.routes.resolve(model, identity.subject, body.version)
+            span.set_attributes({"tollgate.model": model, "tollgate.version": version})
+            span.set_attribute("tollgate.alias", alias)
         if context and body.max_tokens > context - 1:
             raise ValidationFailed(
                 f"max_tokens must be between 1 and {context - 1} for {model}",
                 code="max_tokens_out_of_range",
             )
-        limits = await self.limits_for(identity)
-        try:
-            decision = await self.limiter.take(
-                identity.bucket, limits, body.max_tokens, identity.key_id
-            )
-        except GatewayError:
-            self.metrics.rate_limited.inc()
-            raise
+        with self.tracer.start_as_current_span("rate_limit"):
+            limits = await self.limits_for(identity)
+            try:
+                decision = await self.limiter.take(
+                    identity.bucket, limits, body.max_tokens, identity.key_id
+                )
+            except GatewayError:
+                self.metrics.rate_limited.inc()
+                raise
         call = GenerateCall(
             model=model,
             version=version,
@@ -183,6 +193,16 @@ class Generations:
         labels = (call.model, str(call.version))
         first_at: float | None = None
         failed: bool | None = None  # None: not the worker's doing (the caller left, or erred)
+        span = self.tracer.start_span(  # not "current": this generator may resume elsewhere
+            "triton",
+            attributes={
+                "tollgate.model": call.model,
+                "tollgate.version": call.version,
+                "tollgate.stream": call.stream,
+            },
+        )
+        if span.is_recording():
+            call = replace(call, traceparent=traceparent(span))
         try:
             async for piece in self.pool.generate(call):
                 if first_at is None and (piece.text or piece.final):
@@ -202,8 +222,11 @@ class Generations:
         except GatewayError as exc:
             self.metrics.upstream_errors.labels(exc.code).inc()
             failed = exc.status >= 500
+            span.set_status(StatusCode.ERROR, exc.code)
             raise
         finally:
+            span.set_attributes({"tollgate.outcome": outcome, "tollgate.tokens": generated})
+            span.end()
             self.metrics.generations.labels(*labels, admitted.alias, outcome).inc()
             self._sample(admitted, failed, first_at, generated)
             self.limiter.refund_soon(  # off the response's path: the caller need not wait

@@ -50,6 +50,7 @@ class GenerateCall:
     stop: tuple[str, ...] = ()
     stream: bool = True
     request_id: str = ""
+    traceparent: str = ""  # the gateway's span of this call, for the worker (W3C)
 
 
 @dataclass
@@ -76,6 +77,8 @@ def infer_request(call: GenerateCall) -> service_pb2.ModelInferRequest:
         model_name=call.model, model_version=str(call.version), id=call.request_id
     )
     request.parameters["triton_enable_empty_final_response"].bool_param = True
+    if call.traceparent:
+        request.parameters["traceparent"].string_param = call.traceparent
     tensors: list[tuple[str, str, int, bytes]] = [
         ("text_input", "BYTES", 1, _strings([call.prompt.encode()])),
         ("max_tokens", "INT32", 1, _I32.pack(call.max_tokens)),

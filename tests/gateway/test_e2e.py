@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.app import create_app
 from gateway.auth import TokenService
@@ -37,6 +38,7 @@ SECRET = "e2e-secret-" + "x" * 32
 class System:
     settings: GatewaySettings
     base: str
+    spans: InMemorySpanExporter
 
     def token(self, subject: str, scopes: str = "generate") -> str:
         issued, _ = TokenService(self.settings).issue(
@@ -79,10 +81,14 @@ def system(published: WorkerSettings) -> Iterator[System]:
         reconcile_interval_s=0,  # versions stay as started (a test pins v2)
     )
     prepare(settings)
+    spans = InMemorySpanExporter()
     with server_for(settings, ["gen"]):
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
+                create_app(settings, span_exporter=spans),
+                host="127.0.0.1",
+                port=settings.port,
+                log_level="warning",
             )
         )
         thread = threading.Thread(target=server.run, daemon=True)
@@ -91,7 +97,7 @@ def system(published: WorkerSettings) -> Iterator[System]:
         while not server.started:
             assert time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.05)
-        running = System(settings, f"http://127.0.0.1:{settings.port}")
+        running = System(settings, f"http://127.0.0.1:{settings.port}", spans)
         # One request first, as a running service has served many: the first response of a
         # freshly loaded model is slow, and the tokens behind it then leave as one response.
         with running.client() as client:
@@ -457,3 +463,44 @@ def test_a_client_that_leaves_a_plain_request_cancels_its_generation(system: Sys
             time.sleep(0.05)
         after = client.post("/v1/generate", json={"prompt": "x", "max_tokens": 2}, headers=auth)
         assert after.status_code == 200, after.text
+
+
+def test_a_request_is_one_trace_with_spans_for_auth_routing_rate_limit_and_triton(
+    system: System,
+) -> None:
+    system.spans.clear()
+    trace_id, caller_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    headers = {
+        "Authorization": f"Bearer {system.token('e2e-trace')}",
+        "traceparent": f"00-{trace_id}-{caller_span}-01",
+        "X-Request-ID": "trace-me",
+    }
+    with system.client() as client:
+        answer = client.post(
+            "/v1/generate", json={"prompt": "x", "max_tokens": 4, "stream": True}, headers=headers
+        )
+    assert answer.status_code == 200
+    deadline = time.monotonic() + 5
+    while "POST /v1/generate" not in {s.name for s in system.spans.get_finished_spans()}:
+        assert time.monotonic() < deadline, "the request's span never ended"
+        time.sleep(0.02)
+    spans = {s.name: s for s in system.spans.get_finished_spans()}
+    root = spans["POST /v1/generate"]
+    assert root.parent is not None
+    assert f"{root.context.trace_id:032x}" == trace_id, "the caller's trace continues"
+    assert f"{root.parent.span_id:016x}" == caller_span
+    assert root.attributes is not None
+    assert root.attributes["tollgate.request_id"] == "trace-me"
+    assert root.attributes["http.response.status_code"] == 200
+    for name in ("auth", "route", "rate_limit", "triton"):
+        child = spans[name]
+        assert child.parent is not None
+        assert child.parent.span_id == root.context.span_id, name
+        assert child.context.trace_id == root.context.trace_id
+    triton = spans["triton"]
+    assert triton.attributes is not None
+    assert (triton.attributes["tollgate.model"], triton.attributes["tollgate.version"]) == (
+        "gen",
+        1,
+    )
+    assert triton.attributes["tollgate.outcome"] in {"length", "eos"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from dataclasses import replace
 
 from tritonclient.grpc import service_pb2
 
@@ -54,6 +55,9 @@ def test_a_call_becomes_the_generate_models_request() -> None:
     assert tensors["seed"] == ("UINT64", [1], struct.pack("<Q", 2**63))
     assert tensors["stream"] == ("BOOL", [1], b"\x00")
     assert tensors["stop"] == ("BYTES", [2], b"\x01\x00\x00\x00\n\x03\x00\x00\x00END")
+    assert "traceparent" not in request.parameters
+    traced = infer_request(replace(call, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01"))
+    assert traced.parameters["traceparent"].string_param.startswith("00-1111")
 
 
 def test_seed_and_stop_are_left_out_when_not_given() -> None:

@@ -105,6 +105,7 @@ def create_app(settings: GatewaySettings, *, span_exporter: SpanExporter | None 
             await operator.set_canary(model, version, 0, actor=GATE_ACTOR, reason=reason)
 
         gates.pull = pull
+        gates.metrics = metrics
         app.state.services = Services(
             settings=settings,
             db=db,

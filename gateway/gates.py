@@ -25,6 +25,7 @@ from typing import Any
 
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
+from gateway.metrics import Metrics
 from gateway.routing import RouteTable
 
 log = logging.getLogger("tollgate.gateway.gates")
@@ -147,6 +148,7 @@ class CanaryGates:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self.routes, self.clock = settings, routes, clock
+        self.metrics: Metrics | None = None  # set by the app
         self._series: dict[tuple[str, int], _Series] = {}
         self._task: asyncio.Task[None] | None = None
         self.pull: Callable[[str, int, str], Any] | None = None  # set by the app
@@ -220,6 +222,8 @@ class CanaryGates:
     async def check(self, model: str) -> Verdict:
         """Judge `model`'s canary now; pull it (weight 0) when it fails."""
         verdict = self.verdict(model)
+        if self.metrics is not None and verdict.status != "none":
+            self.metrics.canary_verdicts.labels(model, verdict.status).inc()
         if verdict.status == "fail" and verdict.version is not None and self.pull is not None:
             figures_text = (
                 f"canary {verdict.canary.as_dict() if verdict.canary else {}}, "
@@ -229,4 +233,6 @@ class CanaryGates:
             log.warning("canary %s v%s failed its gate: %s", model, verdict.version, reason)
             await self.pull(model, verdict.version, reason)
             self.forget(model, verdict.version)
+            if self.metrics is not None:
+                self.metrics.canary_rollbacks.labels(model).inc()
         return verdict

@@ -6,7 +6,7 @@ from the registry, error kinds from a fixed list.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -15,6 +15,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes & co., for the alerts
         self.requests = Counter(
             "tollgate_requests",
             "HTTP requests by route template, method and status",
@@ -77,5 +78,25 @@ class Metrics:
             "Mean time between generated tokens of one generation",
             ["model", "version"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.canary_verdicts = Counter(
+            "tollgate_canary_verdicts",
+            "Canary gate verdicts by model and status (pass, fail, inconclusive)",
+            ["model", "status"],
+            registry=r,
+        )
+        self.canary_rollbacks = Counter(
+            "tollgate_canary_rollbacks",
+            "Canaries the gate set to weight 0 automatically, by model",
+            ["model"],
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "tollgate_gateway_overhead_seconds",
+            "Time the gateway spent on a generation before calling Triton (auth, routing, "
+            "rate limit)",
+            ["route"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=r,
         )

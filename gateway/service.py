@@ -147,6 +147,7 @@ class Generations:
             except GatewayError:
                 self.metrics.rate_limited.inc()
                 raise
+        self.metrics.overhead.labels("generate").observe(time.perf_counter() - started)
         call = GenerateCall(
             model=model,
             version=version,

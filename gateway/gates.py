@@ -222,8 +222,10 @@ class CanaryGates:
     async def check(self, model: str) -> Verdict:
         """Judge `model`'s canary now; pull it (weight 0) when it fails."""
         verdict = self.verdict(model)
-        if self.metrics is not None and verdict.status != "none":
-            self.metrics.canary_verdicts.labels(model, verdict.status).inc()
+        if self.metrics is not None:
+            self.metrics.canary_rollbacks.labels(model)  # a 0 series, so alerts see the model
+            if verdict.status != "none":
+                self.metrics.canary_verdicts.labels(model, verdict.status).inc()
         if verdict.status == "fail" and verdict.version is not None and self.pull is not None:
             figures_text = (
                 f"canary {verdict.canary.as_dict() if verdict.canary else {}}, "

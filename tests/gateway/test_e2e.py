@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -12,11 +13,13 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import uvicorn
+import yaml
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.app import create_app
@@ -24,6 +27,7 @@ from gateway.auth import TokenService
 from gateway.config import GatewaySettings
 from gateway.keys import KeyInfo, KeyLimits, create_key
 from registry.db import connect
+from tests.debian import debian_tool
 from tests.published import free_port
 from tests.services import REDIS_URL
 from workers.cli import prepare, server_for
@@ -504,3 +508,85 @@ def test_a_request_is_one_trace_with_spans_for_auth_routing_rate_limit_and_trito
         1,
     )
     assert triton.attributes["tollgate.outcome"] in {"length", "eos"}
+
+
+def _metric_names(expression: str) -> set[str]:
+    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expression))
+    return {w for w in words if w.startswith(("tollgate_", "nv_", "process_")) or w == "up"}
+
+
+def test_every_dashboard_panel_and_alert_finds_its_metrics_in_a_real_prometheus(
+    system: System, tmp_path: Path
+) -> None:
+    prometheus = debian_tool("prometheus", "usr/bin/prometheus")
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(deploy / "prometheus" / "alerts.yml")],
+        "scrape_configs": [
+            {
+                "job_name": "gateway",
+                "static_configs": [{"targets": [f"127.0.0.1:{system.settings.port}"]}],
+            },
+            {
+                "job_name": "triton",
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{system.settings.triton_metrics_port}"]}
+                ],
+            },
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    server = subprocess.Popen(
+        [
+            str(prometheus),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        auth = {"Authorization": f"Bearer {system.token('e2e-dashboards')}"}
+        with system.client() as client:
+            for i in range(12):  # traffic over several scrapes, streamed and not
+                body = {"prompt": "def f(", "max_tokens": 8, "stream": i % 2 == 0}
+                assert client.post("/v1/generate", json=body, headers=auth).status_code == 200
+                time.sleep(0.4)
+        dashboard = json.loads((deploy / "grafana" / "dashboards" / "tollgate.json").read_text())
+        queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        alerts = [
+            rule["expr"]
+            for group in yaml.safe_load((deploy / "prometheus" / "alerts.yml").read_text())[
+                "groups"
+            ]
+            for rule in group["rules"]
+        ]
+        deadline = time.monotonic() + 60
+        empty: list[str] = ["(not asked yet)"]
+        while empty:
+            assert time.monotonic() < deadline, f"no data for: {empty}"
+            time.sleep(1)
+            empty = []
+            for query in queries:
+                try:
+                    answer = httpx.get(f"{api}/query", params={"query": query}, timeout=5)
+                except httpx.TransportError:
+                    empty.append(query)
+                    continue
+                if answer.status_code != 200 or not answer.json()["data"]["result"]:
+                    empty.append(query)
+            for name in sorted({n for a in alerts for n in _metric_names(a)}):
+                try:
+                    found = httpx.get(f"{api}/series", params={"match[]": name}, timeout=5)
+                except httpx.TransportError:
+                    empty.append(name)
+                    continue
+                if found.status_code != 200 or not found.json()["data"]:
+                    empty.append(name)
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -590,3 +590,119 @@ def test_every_dashboard_panel_and_alert_finds_its_metrics_in_a_real_prometheus(
     finally:
         server.terminate()
         server.wait(30)
+
+
+def _requests_served(base: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tollgate_requests_total{") and 'route="/v1/generate"' in line
+    )
+
+
+def test_nginx_balances_streams_and_loses_no_request_when_a_gateway_dies(
+    system: System, tmp_path: Path
+) -> None:
+    nginx = debian_tool("nginx", "usr/sbin/nginx")
+    ports = [free_port(), free_port()]
+    env = {
+        **os.environ,
+        **_env(system.settings),
+        "TOLLGATE_TRITON_GRPC_PORT": str(system.settings.triton_grpc_port),
+        "TOLLGATE_DEFAULT_MODEL": "gen",
+        "TOLLGATE_RECONCILE_INTERVAL_S": "0",
+        "TOLLGATE_RATE_REQUESTS_CAPACITY": "100000",
+    }
+    gateways = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"],
+            env={**env, "TOLLGATE_PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    listen = free_port()
+    conf = (Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "nginx.conf").read_text()
+    for old, new in (
+        ("gateway-1:8080", f"127.0.0.1:{ports[0]}"),
+        ("gateway-2:8080", f"127.0.0.1:{ports[1]}"),
+        ("listen 80;", f"listen 127.0.0.1:{listen};"),
+        ("/run/nginx.pid", str(tmp_path / "nginx.pid")),
+        ("/var/log/nginx/", f"{tmp_path}/"),
+        ("worker_processes auto;", "worker_processes 1;\nuser root;"),
+        (
+            "http {\n",
+            "http {\n"
+            + "".join(
+                f"    {kind}_temp_path {tmp_path / kind};\n"
+                for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            ),
+        ),
+    ):
+        assert old in conf, old
+        conf = conf.replace(old, new)
+    (tmp_path / "nginx.conf").write_text(conf)
+    with (tmp_path / "nginx.stderr").open("wb") as errors:
+        proxy = subprocess.Popen(
+            [
+                str(nginx),
+                "-p",
+                str(tmp_path),
+                "-c",
+                str(tmp_path / "nginx.conf"),
+                "-g",
+                "daemon off;",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+    base = f"http://127.0.0.1:{listen}"
+    try:
+        deadline = time.monotonic() + 60
+        for url in [f"http://127.0.0.1:{p}/readyz" for p in ports] + [f"{base}/healthz"]:
+            while True:
+                try:
+                    if httpx.get(url, timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proxy.poll() is None, (tmp_path / "nginx.stderr").read_text()
+                assert time.monotonic() < deadline, f"{url} did not answer"
+                time.sleep(0.2)
+        auth = {"Authorization": f"Bearer {system.token('e2e-nginx')}"}
+        body = {"prompt": "x", "max_tokens": 4, "temperature": 0.7}
+        before = [_requests_served(f"http://127.0.0.1:{p}") for p in ports]
+        with httpx.Client(base_url=base, timeout=60, headers=auth) as client:
+            # One after another: this system's worker has a single slot and no queue.
+            statuses = [client.post("/v1/generate", json=body).status_code for _ in range(20)]
+            assert statuses == [200] * 20
+            after = [_requests_served(f"http://127.0.0.1:{p}") for p in ports]
+            assert all(a > b for a, b in zip(after, before, strict=True)), "both replicas served"
+
+            # The request id: the caller's goes through; without one, nginx makes one.
+            given = client.post("/v1/generate", json=body, headers={"X-Request-ID": "via-nginx"})
+            assert given.headers["x-request-id"] == "via-nginx"
+            made = client.post("/v1/generate", json=body)
+            assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
+
+            # A stream passes through whole, as events.
+            streamed = client.post("/v1/generate", json={**body, "max_tokens": 40, "stream": True})
+            assert streamed.headers["content-type"].startswith("text/event-stream")
+            events = _events(streamed.text.splitlines())
+            assert events[-1][0] == "end"
+            assert sum(kind == "delta" for kind, _ in events) >= 2
+
+            # One replica dies: new requests still all succeed, on the other.
+            gateways[0].kill()
+            gateways[0].wait(10)
+            statuses = [client.post("/v1/generate", json=body).status_code for _ in range(10)]
+            assert statuses == [200] * 10
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+        for gateway in gateways:
+            if gateway.poll() is None:
+                gateway.terminate()
+                gateway.wait(30)

@@ -29,6 +29,7 @@ from gateway.cache import ResponseCache
 from gateway.config import GatewaySettings
 from gateway.deps import Services
 from gateway.disconnect import ClientGone
+from gateway.drift import DriftWatch
 from gateway.errors import GatewayError
 from gateway.fleet import Fleet
 from gateway.gates import GATE_ACTOR, CanaryGates
@@ -106,6 +107,7 @@ def create_app(settings: GatewaySettings, *, span_exporter: SpanExporter | None 
 
         gates.pull = pull
         gates.metrics = metrics
+        drift = DriftWatch(settings, db, routes, metrics)
         app.state.services = Services(
             settings=settings,
             db=db,
@@ -137,9 +139,11 @@ def create_app(settings: GatewaySettings, *, span_exporter: SpanExporter | None 
         await pool.start()
         await fleet.start()
         await gates.start()
+        await drift.start()
         try:
             yield
         finally:
+            await drift.stop()
             await gates.stop()
             await fleet.stop()
             await routes.stop()

@@ -97,6 +97,11 @@ class GatewaySettings(WorkerSettings):
         description="Per-model gate settings overriding the above, e.g. "
         '{"code-gpt": {"window_s": 120, "max_error_rate": 0.01}}.',
     )
+    drift_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often prompt lengths are compared with the training data; 0: never.",
+    )
     otlp_endpoint: str = Field(
         default="",
         description="OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); empty: "

@@ -100,3 +100,29 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=r,
         )
+        self.prompt_chars = Histogram(
+            "tollgate_prompt_chars",
+            "Prompt length in characters, per model version (for the drift watch)",
+            ["model", "version"],
+            buckets=(16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
+            registry=r,
+        )
+        self.prompt_drift = Gauge(
+            "tollgate_prompt_drift_ks",
+            "Kolmogorov-Smirnov statistic between prompt lengths and the version's training "
+            "document lengths (0: same shape, 1: disjoint)",
+            ["model", "version"],
+            registry=r,
+        )
+        self.prompt_drift_p = Gauge(
+            "tollgate_prompt_drift_p_value",
+            "Asymptotic p-value of that statistic",
+            ["model", "version"],
+            registry=r,
+        )
+        self.prompt_drift_samples = Gauge(
+            "tollgate_prompt_drift_samples",
+            "Prompts behind the drift statistic",
+            ["model", "version"],
+            registry=r,
+        )

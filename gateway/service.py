@@ -148,6 +148,7 @@ class Generations:
                 self.metrics.rate_limited.inc()
                 raise
         self.metrics.overhead.labels("generate").observe(time.perf_counter() - started)
+        self.metrics.prompt_chars.labels(model, str(version)).observe(len(body.prompt))
         call = GenerateCall(
             model=model,
             version=version,

@@ -22,7 +22,7 @@ def test_the_scrape_config_and_rules_are_valid() -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     rules = _promtool("check", "rules", "alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 6 rules found" in rules.stdout
+    assert "SUCCESS: 7 rules found" in rules.stdout
 
 
 def test_each_alert_fires_when_it_should_and_not_otherwise() -> None:

@@ -83,6 +83,7 @@ def system(published: WorkerSettings) -> Iterator[System]:
         rate_requests_capacity=1000,
         deny_patterns=["(?i)ignore previous instructions"],
         reconcile_interval_s=0,  # versions stay as started (a test pins v2)
+        drift_interval_s=1,
     )
     prepare(settings)
     spans = InMemorySpanExporter()

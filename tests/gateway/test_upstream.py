@@ -6,9 +6,10 @@ import asyncio
 import struct
 from dataclasses import replace
 
+import pytest
 from tritonclient.grpc import service_pb2
 
-from gateway.errors import InvalidInput, Unavailable
+from gateway.errors import InvalidInput, Unavailable, UpstreamTimeout
 from gateway.upstream import (
     Endpoint,
     GenerateCall,
@@ -155,6 +156,15 @@ def test_kept_streams_carry_requests_and_survive_a_server_restart(
                 together = await asyncio.gather(*(_generate(pool, "x = ") for _ in range(3)))
                 assert all(pieces[-1][2] == "length" for pieces in together)
                 assert len(endpoint._idle) == 3
+                # A deadline shorter than the generation: 504-style error, the stream is
+                # cancelled (not kept), and the worker's slot is free for the next request.
+                hurried = TritonPool([endpoint.url], timeout_s=0.001, health_interval_s=60)
+                long = GenerateCall(model="gen", version=1, prompt="x", max_tokens=250)
+                with pytest.raises(UpstreamTimeout):
+                    [p async for p in hurried.generate(long)]
+                assert not hurried.endpoints[0]._idle
+                await hurried.stop()
+                assert await _generate(pool, "def f():") == first
             # Triton went away and comes back: the kept streams are dead; requests still work.
             with server_for(settings, ["gen"]):
                 after = await _generate(pool, "def f():")

@@ -22,10 +22,10 @@ from gateway.config import GatewaySettings
 from gateway.keys import KeyLimits, KeyNotFound, create_key, list_keys, revoke_key
 from gateway.logs import configure_logging
 from gateway.ratelimit import REVOKED_SET
-from registry import aliases, catalog, migrate
-from registry.db import RegistryDatabase, connect, reading, writing
+from registry import aliases, migrate
+from registry.aliases import FIRST_VERSION_REASON
+from registry.db import RegistryDatabase, connect, writing
 from registry.errors import RegistryError
-from registry.tables import VersionStatus
 from workers.binary import TritonUnavailable
 from workers.cli import prepare, server_for
 
@@ -127,23 +127,12 @@ def run() -> None:
 
 def _ensure_production(db: RegistryDatabase, model: str) -> None:
     """A fresh install serves its first trained version: make the newest ready one production."""
-    with reading(db) as session:
-        current = {s.alias for s in aliases.get_aliases(session=session, model=model)}
-        newest = catalog.list_versions(
-            session=session, model=model, status=VersionStatus.READY, limit=1
-        )
-    if "production" in current or not newest.items:
-        return
     with writing(db) as session:
-        aliases.set_alias(
-            session=session,
-            model=model,
-            alias="production",
-            version=newest.items[0].version,
-            actor="make run",
-            reason="first version of a fresh install",
+        adopted = aliases.adopt_first_version(
+            session=session, model=model, actor="make run", reason=FIRST_VERSION_REASON
         )
-    out.print(f"{model} v{newest.items[0].version} is now production")
+    if adopted is not None:
+        out.print(f"{model} v{adopted} is now production")
 
 
 @app.command()

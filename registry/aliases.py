@@ -18,7 +18,15 @@ from registry.catalog import find_model, find_version, get_version, lock_model
 from registry.errors import AliasNotSet, InvalidInput, InvalidState
 from registry.pagination import DEFAULT_LIMIT, check_limit, int_cursor
 from registry.schemas import AliasEventPublic, AliasState, ModelState, Page
-from registry.tables import Alias, AliasAction, AliasEvent, Model, VersionStatus, utcnow
+from registry.tables import (
+    Alias,
+    AliasAction,
+    AliasEvent,
+    Model,
+    ModelVersion,
+    VersionStatus,
+    utcnow,
+)
 
 
 def parse_alias(alias: str) -> Alias:
@@ -126,6 +134,34 @@ def rollback_alias(
         actor=actor,
         reason=reason,
     )
+
+
+FIRST_VERSION_REASON = "first version of a fresh install"
+
+
+def adopt_first_version(*, session: Session, model: str, actor: str, reason: str) -> int | None:
+    """A model that has never had a production version serves its newest ready one.
+
+    Returns the version made production, or None when production is already set (or was
+    ever set: a cleared production stays cleared) or no version is ready. The model row is
+    locked first, so two callers at once make one change.
+    """
+    _check_audit(actor, reason)
+    model_row = lock_model(session, model)
+    if latest_event(session, model_id=model_row.id, alias=Alias.PRODUCTION) is not None:
+        return None
+    newest = session.scalar(
+        select(ModelVersion.version)
+        .where(ModelVersion.model_id == model_row.id, ModelVersion.status == VersionStatus.READY)
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    )
+    if newest is None:
+        return None
+    set_alias(
+        session=session, model=model, alias="production", version=newest, actor=actor, reason=reason
+    )
+    return int(newest)
 
 
 def get_aliases(*, session: Session, model: str) -> list[AliasState]:

@@ -17,8 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from registry import catalog, integrity, migrate
-from registry.db import RegistryDatabase, connect, reading
+from registry import aliases, catalog, integrity, migrate
+from registry.aliases import FIRST_VERSION_REASON
+from registry.db import RegistryDatabase, connect, reading, writing
 from registry.errors import InvalidInput, ModelNotFound, RegistryError
 from registry.schemas import VersionPublic
 from registry.tables import VersionStatus
@@ -175,6 +176,13 @@ def run(
     skip_if_published: Annotated[
         bool, typer.Option(help="Do nothing if MODEL already has a ready version; print it.")
     ] = False,
+    production_if_none: Annotated[
+        bool,
+        typer.Option(
+            help="Then, if MODEL has never had a production version, make its newest ready "
+            "version production (a fresh deployment serves its first trained version)."
+        ),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Data → tokenizer → train → ONNX export → INT8 → publish, then print the version.
@@ -187,18 +195,29 @@ def run(
         if skip_if_published and (existing := _latest_ready(settings, model)) is not None:
             out.print(f"{model} already has a ready version; not training")
             _show(existing, as_json)
-            return
-        overrides = _training_overrides(max_minutes, max_steps)
-        current = _new_run(
-            settings,
-            model=model,
-            preset=preset,
-            run_dir=run_dir,
-            preset_config=overrides,
-            inputs=data,
+        else:
+            overrides = _training_overrides(max_minutes, max_steps)
+            current = _new_run(
+                settings,
+                model=model,
+                preset=preset,
+                run_dir=run_dir,
+                preset_config=overrides,
+                inputs=data,
+            )
+            out.print(f"run directory: {current.path}")
+            _show(_pipeline(current, settings), as_json)
+        if production_if_none:
+            _adopt_first_version(settings, model)
+
+
+def _adopt_first_version(settings: TrainerSettings, model: str) -> None:
+    with _registry(settings) as db, writing(db) as session:
+        adopted = aliases.adopt_first_version(
+            session=session, model=model, actor="trainer", reason=FIRST_VERSION_REASON
         )
-        out.print(f"run directory: {current.path}")
-        _show(_pipeline(current, settings), as_json)
+    if adopted is not None:
+        out.print(f"{model} v{adopted} is now production")
 
 
 @app.command("data")

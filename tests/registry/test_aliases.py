@@ -200,3 +200,41 @@ def test_history_cannot_be_rewritten(db: RegistryDatabase, make_ready: ReadyFact
     with reading(db) as session:
         events = aliases.list_history(session=session, model="demo").items
     assert [e.reason for e in events] == ["to v1"]
+
+
+def _adopt(db: RegistryDatabase) -> int | None:
+    with writing(db) as session:
+        return aliases.adopt_first_version(
+            session=session, model="demo", actor="trainer", reason=aliases.FIRST_VERSION_REASON
+        )
+
+
+def test_a_fresh_model_adopts_its_newest_ready_version_once(
+    db: RegistryDatabase, make_ready: ReadyFactory
+) -> None:
+    with writing(db) as session:
+        catalog.register_version(session=session, model="demo", dataset_sha256=DATASET)
+    assert _adopt(db) is None, "a version still in training is not servable"
+    make_ready()
+    make_ready()
+    assert _adopt(db) == 3
+    assert _production(db) == 3
+    make_ready()
+    assert _adopt(db) is None, "production is set: a new version waits for a promotion"
+    assert _production(db) == 3
+    with reading(db) as session:
+        (event,) = aliases.list_history(session=session, model="demo").items
+    assert (event.actor, event.reason) == ("trainer", aliases.FIRST_VERSION_REASON)
+
+
+def test_a_cleared_production_is_not_adopted_again(
+    db: RegistryDatabase, make_ready: ReadyFactory
+) -> None:
+    make_ready()
+    _set(db, "production", 1)
+    with writing(db) as session:
+        aliases.clear_alias(
+            session=session, model="demo", alias="production", actor="ops", reason="outage"
+        )
+    assert _adopt(db) is None
+    assert _production(db) is None

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from registry import integrity
+from registry import aliases, integrity
 from registry.config import RegistrySettings
 from registry.db import connect, reading
 
@@ -157,6 +157,24 @@ def test_run_can_skip_a_model_that_is_already_published(
     assert again.returncode == 0, again.stderr
     assert "already has a ready version" in again.stdout
     assert _ok(again)["version"] == published["version"]
+
+
+def test_a_fresh_deployment_serves_its_first_trained_version(
+    workspace: Path, published: dict[str, Any]
+) -> None:
+    first = _cli(workspace, "run", "--model", "demo", "--skip-if-published", "--production-if-none")
+    assert first.returncode == 0, first.stderr
+    assert f"demo v{published['version']} is now production" in first.stdout
+    again = _cli(workspace, "run", "--model", "demo", "--skip-if-published", "--production-if-none")
+    assert again.returncode == 0, again.stderr
+    assert "now production" not in again.stdout
+    db = connect(_registry(workspace))
+    with reading(db) as session:
+        events = aliases.list_history(session=session, model="demo").items
+    db.dispose()
+    assert [(e.alias, e.to_version, e.actor) for e in events] == [
+        ("production", published["version"], "trainer")
+    ]
 
 
 def test_each_step_runs_alone(workspace: Path, published: dict[str, Any]) -> None:

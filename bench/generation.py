@@ -216,10 +216,10 @@ def main() -> None:
             args.version = newest.items[0].version
     db.dispose()
     version_dir = settings.model_repository / args.model / str(args.version)
-    served = resolve(version_dir, settings.worker_artifact)
+    served = resolve(version_dir, settings.worker_artifact, settings.worker_device)
     tokenizer = Tokenizer.from_file(str(served.tokenizer))
     context = int(served.manifest.hyperparameters["model"]["context_length"])
-    decoder = OnnxDecoder(served.path, context_length=context)
+    decoder = OnnxDecoder(served.path, context_length=context, providers=served.providers)
     hf = None
     if not args.skip_transformers:
         out = Path(tempfile.mkdtemp())

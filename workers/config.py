@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from registry.config import RegistrySettings
-from workers.artifacts import ArtifactChoice
+from workers.artifacts import ArtifactChoice, DeviceChoice
 
 
 class WorkerSettings(RegistrySettings):
@@ -37,8 +37,13 @@ class WorkerSettings(RegistrySettings):
 
     worker_artifact: ArtifactChoice = Field(
         default="auto",
-        description="Artifact a worker serves: auto (TensorRT if built and usable, else INT8), "
-        "int8, fp32 or tensorrt.",
+        description="Artifact a worker serves: auto (fp32 on a GPU, INT8 on the CPU), int8 or "
+        "fp32 (tensorrt is refused: workers run ONNX Runtime).",
+    )
+    worker_device: DeviceChoice = Field(
+        default="auto",
+        description="Where ONNX Runtime runs the model: auto (CUDA where onnxruntime-gpu and a "
+        "GPU are there, else CPU), cpu or cuda.",
     )
 
     worker_max_active: int = Field(

@@ -58,6 +58,7 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 def model_config(name: str, versions: Iterable[int], settings: WorkerSettings) -> str:
     parameters = {
         "artifact": settings.worker_artifact,
+        "device": settings.worker_device,
         "max_active": settings.worker_max_active,
         "max_queue": settings.worker_max_queue,
         "tokens_per_response": settings.worker_tokens_per_response,

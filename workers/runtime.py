@@ -7,6 +7,7 @@ so the scheduler is tested with a fake that needs no model file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,7 +40,13 @@ class Decoder(Protocol):
 
 class OnnxDecoder:
     def __init__(
-        self, path: Path, *, context_length: int, threads: int = 0, spin: bool = True
+        self,
+        path: Path,
+        *,
+        context_length: int,
+        threads: int = 0,
+        spin: bool = True,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
     ) -> None:
         options = ort.SessionOptions()
         if threads:
@@ -47,7 +54,7 @@ class OnnxDecoder:
         if not spin:
             # Idle pool threads that spin take CPU from the server's other threads.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(path), options, providers=list(providers))
         self._names = [i.name for i in self._session.get_inputs()]
         pasts = [i for i in self._session.get_inputs() if i.name.startswith("past_key_")]
         _, heads, _, dim = pasts[0].shape

@@ -137,7 +137,9 @@ class TritonPythonModel:
         self._control_url = params.get("control_url", "http://127.0.0.1:8000")
         version_dir = Path(args["model_repository"]) / args["model_version"]
         try:
-            served = resolve(version_dir, params.get("artifact", "auto"))
+            served = resolve(
+                version_dir, params.get("artifact", "auto"), params.get("device", "auto")
+            )
         except (ArtifactError, OSError, ValueError) as exc:
             raise pb_utils.TritonModelException(f"cannot serve {version_dir}: {exc}") from exc
         context = int(served.manifest.hyperparameters["model"]["context_length"])
@@ -148,6 +150,7 @@ class TritonPythonModel:
             context_length=context,
             threads=int(params.get("threads", "0")),
             spin=False,
+            providers=served.providers,
         )
         self._grace_s = float(params.get("grace_s", "10"))
         tokenizer = Tokenizer.from_file(str(served.tokenizer))
@@ -166,7 +169,8 @@ class TritonPythonModel:
         )
         self._engine.start()
         pb_utils.Logger.log_info(
-            f"serving {served.path.name} of {served.manifest.model} v{served.manifest.version}"
+            f"serving {served.path.name} of {served.manifest.model} v{served.manifest.version} "
+            f"on {served.device}"
         )
 
     def _engine_failed(self, reason: str) -> None:

@@ -223,11 +223,13 @@ class Endpoint:
                 if last:
                     clean = True
                     return
+                deadline.waiting = True
                 response = await call.read()
+                deadline.waiting = False
                 if response is grpc.aio.EOF:
                     raise _Stale
         except asyncio.CancelledError:
-            if deadline.expired and not _cancelling():
+            if deadline.absorb():
                 raise UpstreamTimeout("the model did not finish within the deadline") from None
             raise
         finally:
@@ -243,6 +245,7 @@ class Endpoint:
     ) -> tuple[Any, service_pb2.ModelStreamInferResponse]:
         """Write the request on a kept stream (or, when none is open or the kept one turns
         out closed, a new one) and wait for its first response."""
+        deadline.waiting = True
         if self._idle:
             call = deadline.call = self._idle.pop()
             try:
@@ -254,6 +257,7 @@ class Endpoint:
                 call.cancel()
                 raise
             if first is not grpc.aio.EOF:
+                deadline.waiting = False
                 return call, first
             call.cancel()  # closed while it was kept (a server restart): a new one
         call = deadline.call = self.stub.ModelStreamInfer()
@@ -263,6 +267,8 @@ class Endpoint:
         except BaseException:
             call.cancel()
             raise
+        finally:
+            deadline.waiting = False
         if first is grpc.aio.EOF:
             call.cancel()
             raise _Stale
@@ -270,17 +276,37 @@ class Endpoint:
 
 
 class _Deadline:
-    """Cancels the current call (and so the Triton request) when the time is up."""
+    """Cancels the current call (and so the Triton request) when the time is up.
+
+    Cancelling the call is what frees the worker's slot. It does not always wake a coroutine
+    awaiting that call's read or write (a call cancelled as it starts can leave the await
+    pending), so when the time runs out during such an await (`waiting`) the task is
+    cancelled too, and `absorb` takes that cancellation back.
+    """
 
     def __init__(self, timeout_s: float) -> None:
         self.call: Any = None
         self.expired = False
+        self.waiting = False
+        self._task = asyncio.current_task()
+        self._cancelled_task = False
         self._timer = asyncio.get_running_loop().call_later(timeout_s, self._expire)
 
     def _expire(self) -> None:
         self.expired = True
         if self.call is not None:
             self.call.cancel()
+        if self.waiting and self._task is not None:
+            self._cancelled_task = True
+            self._task.cancel()
+
+    def absorb(self) -> bool:
+        """After a CancelledError: whether it came from this deadline alone (then it is
+        taken back, and the caller raises the timeout), not from the task being cancelled."""
+        if self._cancelled_task and self._task is not None:
+            self._cancelled_task = False
+            self._task.uncancel()
+        return self.expired and not _cancelling()
 
     def cancel(self) -> None:
         self._timer.cancel()

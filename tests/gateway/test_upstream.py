@@ -173,3 +173,47 @@ def test_kept_streams_carry_requests_and_survive_a_server_restart(
             await pool.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_deadline_ends_the_call_at_whatever_moment_it_expires(
+    published: WorkerSettings,
+) -> None:
+    """Deadlines from half a millisecond to 40 ms land before the stream opens, while the
+    request is written, between responses: every call ends (the timeout, or its answer)."""
+    settings = published.model_copy(
+        update={
+            "triton_http_port": free_port(),
+            "triton_grpc_port": free_port(),
+            "triton_metrics_port": free_port(),
+        }
+    )
+    prepare(settings)
+
+    async def scenario() -> None:
+        url = f"127.0.0.1:{settings.triton_grpc_port}"
+        pool = TritonPool([url], timeout_s=60, health_interval_s=60)
+        outcomes: dict[str, int] = {"timeout": 0, "answered": 0}
+        try:
+            with server_for(settings, ["gen"]):
+                first = await _generate(pool, "def f():")
+                for i in range(60):
+                    hurried = TritonPool(
+                        [url], timeout_s=0.0005 + (i % 20) * 0.002, health_interval_s=60
+                    )
+                    call = GenerateCall(model="gen", version=1, prompt="x", max_tokens=40)
+
+                    async def drain(pool: TritonPool = hurried, call: GenerateCall = call) -> None:
+                        [p async for p in pool.generate(call)]
+
+                    try:
+                        await asyncio.wait_for(drain(), timeout=20)
+                        outcomes["answered"] += 1
+                    except UpstreamTimeout:
+                        outcomes["timeout"] += 1
+                    await hurried.stop()
+                assert outcomes["timeout"] > 0
+                assert await _generate(pool, "def f():") == first, "the worker still serves"
+        finally:
+            await pool.stop()
+
+    asyncio.run(scenario())

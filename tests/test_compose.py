@@ -299,3 +299,14 @@ def test_each_dockerfile_copies_what_exists_and_installs_a_declared_extra(image:
     assert not base.endswith(":latest"), f"{image}: pin the base image"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", "var", "model_repository", ".git"} <= set(ignored)
+
+
+def test_every_variable_the_file_reads_is_documented() -> None:
+    used = set(re.findall(r"\$\{(\w+)", COMPOSE_FILE.read_text()))
+    example = (ROOT / "deploy/compose.env.example").read_text()
+    documented = set(re.findall(r"^(\w+)=", example, flags=re.MULTILINE))
+    assert used == documented
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text()))
+    assert required == set(SECRETS)
+    for name in required:
+        assert re.search(rf"^{name}=$", example, flags=re.MULTILINE), f"{name} has no default"

@@ -49,15 +49,20 @@ class KVBatch:
     def join(self, present: list[Array], mask: Ids) -> None:
         """Append prefilled rows (their present cache and mask) below the running rows."""
         width = max(self.length, mask.shape[1])
-        old_pad, new_pad = width - self.length, width - mask.shape[1]
-        self.past = [
-            np.concatenate([_left_pad(a, old_pad), _left_pad(b, new_pad)], axis=0)
-            for a, b in zip(self.past, present, strict=True)
-        ]
-        self.mask = np.concatenate(
-            [np.pad(self.mask, ((0, 0), (old_pad, 0))), np.pad(mask, ((0, 0), (new_pad, 0)))],
-            axis=0,
-        )
+        old_rows, new_rows = self.rows, mask.shape[0]
+        s = self.shape
+        # One copy per array: each side lands right-aligned in a zeroed block (the padding).
+        joined = []
+        for old, new in zip(self.past, present, strict=True):
+            block = np.zeros((old_rows + new_rows, s.n_head, width, s.head_dim), np.float32)
+            block[:old_rows, :, width - old.shape[2] :] = old
+            block[old_rows:, :, width - new.shape[2] :] = new
+            joined.append(block)
+        self.past = joined
+        merged = np.zeros((old_rows + new_rows, width), np.int64)
+        merged[:old_rows, width - self.length :] = self.mask
+        merged[old_rows:, width - mask.shape[1] :] = mask
+        self.mask = merged
         self.positions = np.concatenate([self.positions, mask.sum(1)])
 
     def decode_inputs(self) -> tuple[Ids, Ids]:
@@ -71,21 +76,15 @@ class KVBatch:
 
     def keep(self, rows: list[int]) -> None:
         """Keep only `rows` (in this order), then drop columns no remaining row uses."""
-        index = np.asarray(rows, dtype=np.int64)
-        self.past = [p[index] for p in self.past]
-        self.mask = self.mask[index]
-        self.positions = self.positions[index]
-        if self.rows == 0:
+        if not rows:
             self.past, self.mask = self._empty(0, 0), np.zeros((0, 0), np.int64)
+            self.positions = np.zeros(0, np.int64)
             return
-        used = np.flatnonzero(self.mask.any(axis=0))
-        first = int(used[0]) if used.size else self.length
-        if first:
-            self.past = [p[:, :, first:] for p in self.past]
-            self.mask = self.mask[:, first:]
-
-
-def _left_pad(array: Array, pad: int) -> Array:
-    if pad == 0:
-        return array
-    return np.pad(array, ((0, 0), (0, 0), (pad, 0), (0, 0)))
+        index = np.asarray(rows, dtype=np.int64)
+        mask = self.mask[index]
+        used = np.flatnonzero(mask.any(axis=0))
+        first = int(used[0]) if used.size else mask.shape[1]
+        # Rows and columns in one indexing operation: one contiguous copy per array.
+        self.past = [p[index, :, first:] for p in self.past]
+        self.mask = mask[:, first:]
+        self.positions = self.positions[index]

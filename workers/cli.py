@@ -1,4 +1,5 @@
-"""`python -m workers serve`: a local Triton serving the registry's model versions."""
+"""`python -m workers serve`: a local Triton serving the registry's model versions;
+`python -m workers configure`: only the model configurations, for a Triton run elsewhere."""
 
 from __future__ import annotations
 
@@ -62,27 +63,48 @@ def server_for(settings: WorkerSettings, models: list[str]) -> TritonServer:
     )
 
 
+ModelOption = Annotated[
+    list[str] | None, typer.Option("--model", help="Only these models (repeatable).")
+]
+
+
+def _select(settings: WorkerSettings, model: list[str] | None) -> dict[str, list[int]]:
+    """Write the configurations of the models to serve (all, or the named ones)."""
+    models = prepare(settings)
+    if model:
+        missing = sorted(set(model) - set(models))
+        if missing:
+            raise TritonUnavailable(
+                f"no servable versions for {missing}: publish with `python -m trainer run`"
+            )
+        models = {m: models[m] for m in model}
+    if not models:
+        raise TritonUnavailable(
+            "no model has a ready version to serve: run `python -m trainer run` first"
+        )
+    return models
+
+
 @app.command()
-def serve(
-    model: Annotated[
-        list[str] | None, typer.Option(help="Serve only these models (repeatable).")
-    ] = None,
-) -> None:
+def configure(model: ModelOption = None) -> None:
+    """Write each model's config.pbtxt (the versions to serve and the engine settings), then
+    exit: for a Triton started elsewhere, such as NVIDIA's image with --load-model."""
+    settings = WorkerSettings()
+    try:
+        models = _select(settings, model)
+    except (RegistryError, TritonUnavailable) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    for name, versions in sorted(models.items()):
+        out.print(f"{name}: versions {versions} in {settings.model_repository / name}")
+
+
+@app.command()
+def serve(model: ModelOption = None) -> None:
     """Start Triton on the model repository; stop cleanly on Ctrl-C or SIGTERM."""
     settings = WorkerSettings()
     try:
-        models = prepare(settings)
-        if model:
-            missing = sorted(set(model) - set(models))
-            if missing:
-                raise TritonUnavailable(
-                    f"no servable versions for {missing}: publish with `python -m trainer run`"
-                )
-            models = {m: models[m] for m in model}
-        if not models:
-            raise TritonUnavailable(
-                "no model has a ready version to serve: run `python -m trainer run` first"
-            )
+        models = _select(settings, model)
         server = server_for(settings, sorted(models))
         server.start()
     except (RegistryError, TritonUnavailable) as exc:

@@ -23,7 +23,7 @@ from workers.config import WorkerSettings
 ENTRY_POINT = Path(__file__).with_name("triton_entry.py")
 
 _CONFIG = """\
-# Written by `python -m workers serve`; the versions follow the registry.
+# Written by `python -m workers serve` (or `configure`); the versions follow the registry.
 name: "{name}"
 backend: "python"
 max_batch_size: 0

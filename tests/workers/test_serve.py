@@ -114,3 +114,36 @@ def test_serve_without_a_ready_version_says_what_to_do(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "no model has a ready version to serve: run `python -m trainer run` first" in done.stderr
+
+
+def test_configure_writes_the_configuration_a_triton_elsewhere_loads(
+    published: WorkerSettings,
+) -> None:
+    env = _env(published, (free_port(), free_port(), free_port()))
+    config = published.model_repository / "gen" / "config.pbtxt"
+    config.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "workers", "configure", "--model", "gen"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "gen: versions [1, 2]" in done.stdout
+    text = config.read_text()
+    assert 'backend: "python"' in text
+    assert "versions: [ 1, 2 ]" in text
+    unknown = subprocess.run(
+        [sys.executable, "-m", "workers", "configure", "--model", "nosuch"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert unknown.returncode == 1
+    assert "no servable versions for ['nosuch']" in unknown.stderr

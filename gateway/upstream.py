@@ -223,6 +223,8 @@ class Endpoint:
                 if last:
                     clean = True
                     return
+                if deadline.expired:  # it ran out while the caller held a response
+                    raise UpstreamTimeout("the model did not finish within the deadline")
                 deadline.waiting = True
                 response = await call.read()
                 deadline.waiting = False

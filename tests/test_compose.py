@@ -275,28 +275,46 @@ def test_the_configuration_files_name_compose_services(
     )
 
 
-def _copies(dockerfile: Path) -> list[str]:
-    sources = []
+def _stages(dockerfile: Path) -> dict[str, list[str]]:
+    """Each build stage's lines, by its name (`FROM image AS name`; unnamed: the image)."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
     for line in dockerfile.read_text().splitlines():
-        if line.startswith("COPY "):
-            sources += line.split()[1:-1]
-    return sources
+        if line.startswith("FROM "):
+            words = line.split()
+            current = stages.setdefault(words[-1] if len(words) == 4 else words[1], [])
+        current.append(line)
+    return stages
 
 
-@pytest.mark.parametrize("image", ["gateway", "triton", "trainer"])
-def test_each_dockerfile_copies_what_exists_and_installs_a_declared_extra(image: str) -> None:
-    dockerfile = ROOT / "deploy" / image / "Dockerfile"
-    text = dockerfile.read_text()
-    sources = _copies(dockerfile)
-    assert sources
-    for source in sources:
-        assert (ROOT / source).exists(), f"{dockerfile}: COPY {source}"
+def test_each_image_copies_what_exists_and_installs_a_declared_extra(
+    services: dict[str, dict[str, Any]],
+) -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
-    (extra,) = re.findall(r'-c constraints\.txt "\.\[([\w-]+)\]"', text)
-    assert re.search(rf"^{re.escape(extra)} = \[", pyproject, flags=re.MULTILINE), extra
-    (base,) = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
-    assert ":" in base, f"{image}: pin the base image"
-    assert not base.endswith(":latest"), f"{image}: pin the base image"
+    built = {
+        (s["build"]["dockerfile"], s["build"].get("target"))
+        for s in services.values()
+        if "build" in s
+    }
+    assert {d for d, _ in built} == {"deploy/Dockerfile", "deploy/triton/Dockerfile"}
+    for dockerfile, target in built:
+        stages = _stages(ROOT / dockerfile)
+        lines = stages[target] if target else next(iter(stages.values()))
+        bases = [line.split()[1] for stage in stages.values() for line in stage[:1]]
+        for base in bases:
+            if base not in stages:
+                assert ":" in base, f"{dockerfile}: pin the base image {base}"
+                assert not base.endswith(":latest"), f"{dockerfile}: pin the base image {base}"
+        for stage in stages.values():
+            for line in stage:
+                if line.startswith("COPY "):
+                    for source in line.split()[1:-1]:
+                        assert (ROOT / source).exists(), f"{dockerfile}: COPY {source}"
+        text = "\n".join(lines)
+        (extra,) = re.findall(r'-c constraints\.txt "\.\[([\w-]+)\]"', text)
+        assert re.search(rf"^{re.escape(extra)} = \[", pyproject, flags=re.MULTILINE), extra
+    assert ("deploy/Dockerfile", "gateway") in built
+    assert ("deploy/Dockerfile", "trainer") in built
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", "var", "model_repository", ".git"} <= set(ignored)
 

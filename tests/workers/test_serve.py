@@ -35,6 +35,18 @@ def _env(settings: WorkerSettings, ports: tuple[int, int, int]) -> dict[str, str
     }
 
 
+def _workers(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 async def _long_request(url: str, started: asyncio.Event) -> str:
     text = grpcclient.InferInput("text_input", [1], "BYTES")
     text.set_data_from_numpy(np.array([b"def"], dtype=np.object_))
@@ -103,15 +115,7 @@ def test_serve_without_a_ready_version_says_what_to_do(tmp_path: Path) -> None:
         check=False,
     )
     assert init.returncode == 0
-    done = subprocess.run(
-        [sys.executable, "-m", "workers", "serve"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _workers(env, "serve")
     assert done.returncode == 1
     assert "no model has a ready version to serve: run `python -m trainer run` first" in done.stderr
 
@@ -122,28 +126,12 @@ def test_configure_writes_the_configuration_a_triton_elsewhere_loads(
     env = _env(published, (free_port(), free_port(), free_port()))
     config = published.model_repository / "gen" / "config.pbtxt"
     config.unlink(missing_ok=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "workers", "configure", "--model", "gen"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _workers(env, "configure", "--model", "gen")
     assert done.returncode == 0, done.stderr
     assert "gen: versions [1, 2]" in done.stdout
     text = config.read_text()
     assert 'backend: "python"' in text
     assert "versions: [ 1, 2 ]" in text
-    unknown = subprocess.run(
-        [sys.executable, "-m", "workers", "configure", "--model", "nosuch"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    unknown = _workers(env, "configure", "--model", "nosuch")
     assert unknown.returncode == 1
     assert "no servable versions for ['nosuch']" in unknown.stderr

@@ -215,7 +215,7 @@ def test_the_gateways_run_on_valid_production_settings(
         assert host in services
         assert port == "8001", "Triton's default gRPC port"
     healthcheck = " ".join(services["gateway-1"]["healthcheck"]["test"])
-    assert f":{settings.port}/healthz" in healthcheck
+    assert f":{settings.port}/readyz" in healthcheck, "nginx waits until a gateway can serve"
 
 
 def test_the_trainer_runs_on_valid_settings(

@@ -39,7 +39,7 @@ from gateway.metrics import Metrics
 from gateway.middleware import RequestContext
 from gateway.operations import Operator
 from gateway.ratelimit import REVOKED_SET, RateLimiter
-from gateway.routing import RouteTable, announce
+from gateway.routing import RouteTable
 from gateway.service import Generations
 from gateway.tracing import Tracing
 from gateway.upstream import TritonPool
@@ -98,7 +98,7 @@ def create_app(settings: GatewaySettings, *, span_exporter: SpanExporter | None 
             fleet=fleet,
             routes=routes,
             metrics=metrics,
-            announce=lambda model: announce(redis, model, settings.redis_timeout_s),
+            announce=lambda model: routes.announce(redis, model, settings.redis_timeout_s),
         )
         gates = CanaryGates(settings, routes)
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 import math
 from collections.abc import Sequence
 
+from gateway.background import Every
 from gateway.config import GatewaySettings
 from gateway.metrics import Metrics
 from gateway.routing import RouteTable
@@ -79,25 +79,13 @@ class DriftWatch:
     ) -> None:
         self.settings, self.db, self.routes, self.metrics = settings, db, routes, metrics
         self._reference: dict[tuple[str, int], tuple[list[float], int]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._job = Every(settings.drift_interval_s, self.measure, name="tollgate-drift", log=log)
 
     async def start(self) -> None:
-        if self.settings.drift_interval_s > 0:
-            self._task = asyncio.create_task(self._watch(), name="tollgate-drift")
+        self._job.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.drift_interval_s)
-            try:
-                await self.measure()
-            except Exception:  # the watch must outlive a bad moment of the database
-                log.exception("drift watch failed; trying again next round")
+        await self._job.stop()
 
     async def reference(self, model: str, version: int) -> tuple[list[float], int]:
         """The version's training length percentiles and record count (read once: a

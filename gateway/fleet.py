@@ -13,7 +13,6 @@ joined later to the same state, every `reconcile_interval_s`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -22,6 +21,7 @@ import grpc
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from gateway.background import Every
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, Unavailable
 from gateway.metrics import Metrics
@@ -55,7 +55,9 @@ class Fleet:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # (endpoint, model) -> (monotonic time before which not to retry, delay used)
         self._backoff: dict[tuple[str, str], tuple[float, float]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._job = Every(
+            settings.reconcile_interval_s, self.reconcile, name="tollgate-fleet", log=log
+        )
         # (endpoint, model, version) -> when this replica first saw it loaded but not wanted
         self._unneeded: dict[tuple[str, str, int], float] = {}
 
@@ -152,22 +154,10 @@ class Fleet:
 
     # -- the reconciler ---------------------------------------------------------------------
     async def start(self) -> None:
-        if self.settings.reconcile_interval_s > 0:
-            self._task = asyncio.create_task(self._reconcile_forever(), name="tollgate-fleet")
+        self._job.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _reconcile_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.reconcile_interval_s)
-            try:
-                await self.reconcile()
-            except Exception:  # the reconciler must outlive a bad moment of any dependency
-                log.exception("reconciling the workers failed; trying again next round")
+        await self._job.stop()
 
     async def reconcile(self, models: list[str] | None = None) -> None:
         """One round: each model's wanted versions onto every healthy endpoint. A worker

@@ -13,8 +13,6 @@ per model if needed (`TOLLGATE_CANARY_GATES`). Each replica judges the traffic i
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import statistics
 import time
@@ -23,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.background import Every
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
@@ -150,7 +149,9 @@ class CanaryGates:
         self.settings, self.routes, self.clock = settings, routes, clock
         self.metrics: Metrics | None = None  # set by the app
         self._series: dict[tuple[str, int], _Series] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._job = Every(
+            settings.canary_check_interval_s, self.check_all, name="tollgate-canary-gates", log=log
+        )
         self.pull: Callable[[str, int, str], Any] | None = None  # set by the app
 
     def rules(self, model: str) -> GateRules:
@@ -199,25 +200,20 @@ class CanaryGates:
 
     # -- the watcher ------------------------------------------------------------------------
     async def start(self) -> None:
-        if self.settings.canary_check_interval_s > 0:
-            self._task = asyncio.create_task(self._watch(), name="tollgate-canary-gates")
+        self._job.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._job.stop()
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.canary_check_interval_s)
-            for model in list(self.routes.routes):
-                try:
-                    await self.check(model)
-                except GatewayError as exc:  # e.g. another replica pulled it first (409)
-                    log.info("canary gate of %s: %s", model, exc.message)
-                except Exception:  # the watcher must outlive any one bad moment
-                    log.exception("canary gate of %s failed; trying again next round", model)
+    async def check_all(self) -> None:
+        """One round of the watcher: every routed model's gate, each on its own."""
+        for model in list(self.routes.routes):
+            try:
+                await self.check(model)
+            except GatewayError as exc:  # e.g. another replica pulled it first (409)
+                log.info("canary gate of %s: %s", model, exc.message)
+            except Exception:  # one model's failure must not skip the others
+                log.exception("canary gate of %s failed; trying again next round", model)
 
     async def check(self, model: str) -> Verdict:
         """Judge `model`'s canary now; pull it (weight 0) when it fails."""

@@ -15,11 +15,13 @@ import contextlib
 import hashlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.background import Every
 from gateway.errors import NotFound, Unavailable
 from registry import aliases, catalog
 from registry.db import RegistryDatabase, reading
@@ -72,8 +74,10 @@ class RouteTable:
         self.routes: dict[str, Route] = {}
         self.refreshed_at = -float("inf")  # monotonic time of the last successful read
         self._versions: dict[tuple[str, int], VersionInfo] = {}  # versions never change
-        self._task: asyncio.Task[None] | None = None
+        self._job = Every(self.refresh_s, self._reload_quietly, name="tollgate-routes", log=log)
         self._listener: asyncio.Task[None] | None = None
+        # Names this replica on its notices: it has re-read already and skips its own.
+        self.replica = uuid.uuid4().hex
 
     def resolve(self, model: str, caller: str, pinned: int | None = None) -> tuple[int, int, str]:
         """(version, context length, alias or 'pinned') for a request, or NotFound."""
@@ -143,21 +147,16 @@ class RouteTable:
 
     async def start(self, redis: Redis | None = None) -> None:
         await asyncio.to_thread(self.reload)
-        self._task = asyncio.create_task(self._refresh(), name="tollgate-routes")
+        self._job.start()
         if redis is not None:
             self._listener = asyncio.create_task(self._listen(redis), name="tollgate-notices")
 
     async def stop(self) -> None:
-        for task in (self._task, self._listener):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    async def _refresh(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_s)
-            await self._reload_quietly()
+        await self._job.stop()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
 
     async def _reload_quietly(self) -> None:
         try:
@@ -167,6 +166,17 @@ class RouteTable:
         except Exception:  # the refresher must survive a bad moment of the database
             log.exception("routing table refresh failed, keeping the last one")
 
+    async def announce(self, redis: Redis | None, model: str, timeout_s: float) -> None:
+        """Tell every other replica that `model`'s routes changed (best effort: polling
+        backs it up)."""
+        if redis is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await redis.publish(ROUTES_CHANNEL, f"{self.replica} {model}")
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("could not announce the route change of %s: %s", model, exc)
+
     async def _listen(self, redis: Redis) -> None:
         """Re-read the table whenever a replica announces a change (polling still runs)."""
         while True:
@@ -174,19 +184,12 @@ class RouteTable:
                 async with redis.pubsub() as pubsub:
                     await pubsub.subscribe(ROUTES_CHANNEL)
                     async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                        if message.get("type") != "message":
+                            continue
+                        data = message["data"]
+                        text = data.decode() if isinstance(data, bytes) else str(data)
+                        if text.partition(" ")[0] != self.replica:
                             await self._reload_quietly()
             except (RedisError, OSError) as exc:
                 log.warning("route notices unavailable (polling continues): %s", exc)
                 await asyncio.sleep(self.refresh_s)
-
-
-async def announce(redis: Redis | None, model: str, timeout_s: float) -> None:
-    """Tell every replica that `model`'s routes changed (best effort: polling backs it up)."""
-    if redis is None:
-        return
-    try:
-        async with asyncio.timeout(timeout_s):
-            await redis.publish(ROUTES_CHANNEL, model)
-    except (RedisError, OSError, TimeoutError) as exc:
-        log.warning("could not announce the route change of %s: %s", model, exc)

@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from gateway.background import Every
 from gateway.errors import GatewayError, InvalidInput, Unavailable, UpstreamTimeout
 
 log = logging.getLogger("tollgate.gateway.upstream")
@@ -330,17 +331,16 @@ class TritonPool:
         self.endpoints = [Endpoint(url) for url in urls]
         self.timeout_s = timeout_s
         self.health_interval_s = health_interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._job = Every(
+            health_interval_s, self.check_health, name="tollgate-triton-health", log=log
+        )
 
     async def start(self) -> None:
         await self.check_health()
-        self._task = asyncio.create_task(self._watch(), name="tollgate-triton-health")
+        self._job.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._job.stop()
         for endpoint in self.endpoints:
             await endpoint.close()
 
@@ -358,11 +358,6 @@ class TritonPool:
             endpoint.healthy = healthy
 
         await asyncio.gather(*(one(e) for e in self.endpoints))
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.health_interval_s)
-            await self.check_health()
 
     async def model_ready(self, model: str, version: int) -> bool:
         """Whether at least one healthy endpoint has this version ready."""

@@ -457,7 +457,11 @@ def _disconnects(text: str) -> float:
 
 def test_a_client_that_leaves_a_plain_request_cancels_its_generation(system: System) -> None:
     auth = {"Authorization": f"Bearer {system.token('e2e-leaves-json')}"}
-    long = {"prompt": "def f():\n", "max_tokens": 250, "temperature": 0.9}
+    # top_k=1 always takes the likeliest token: from this prompt that runs all 250 tokens
+    # (sampling freely ended at the end-of-text token within 20 tokens in 1 of 30 tries,
+    # inside the client's 50 ms), and with a temperature the answer is never served from
+    # the response cache.
+    long = {"prompt": "def f():\n", "max_tokens": 250, "temperature": 0.9, "top_k": 1}
     with system.client() as client:
         before = _disconnects(client.get("/metrics").text)
         with pytest.raises(httpx.ReadTimeout):

@@ -3,8 +3,8 @@
 A request takes one request token and reserves `max_tokens` generated tokens up front; when it
 ends, what it did not generate is refunded. With Redis, admission is one atomic script call (it
 also refuses revoked API keys), using Redis's own clock, so limits hold exactly across gateway
-replicas. Refunds wait up to `REFUND_WINDOW_S` and go to Redis together, one round trip for all
-of them, so a busy gateway does not pay a second round trip per request; stopping the limiter
+replicas. Refunds wait up to `REFUND_WINDOW_S` and go to Redis together, one script call for
+all of them, so a busy gateway does not pay a second round trip per request; stopping the limiter
 sends whatever is still waiting. Without Redis, or when Redis fails and `rate_limit_fail_open`
 is set, the same arithmetic runs on in-process buckets with an injected clock.
 """
@@ -62,13 +62,19 @@ redis.call('PEXPIRE', KEYS[2], math.ceil((tcap - k) / trate * 1000) + 1000)
 return {1, math.floor(r * 1000), math.floor(k * 1000), 0}
 """
 
-# KEYS: tokens bucket. ARGV: token capacity, amount to give back.
+# KEYS: token buckets. ARGV: for each bucket in turn, its capacity and the amount to give back.
+# A bucket that has expired is full already. Returns how many buckets were refunded.
 _REFUND = """
-local v = redis.call('HMGET', KEYS[1], 'at', 'level')
-if not v[1] then return 0 end
-local level = math.min(tonumber(ARGV[1]), tonumber(v[2]) + tonumber(ARGV[2]))
-redis.call('HSET', KEYS[1], 'level', tostring(level))
-return 1
+local given = 0
+for i, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, 'at', 'level')
+  if v[1] then
+    local cap, amount = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+    redis.call('HSET', key, 'level', tostring(math.min(cap, tonumber(v[2]) + amount)))
+    given = given + 1
+  end
+end
+return given
 """
 
 
@@ -237,16 +243,15 @@ class RateLimiter:
         await self.flush()
 
     async def flush(self) -> None:
-        """Send every waiting refund to Redis, in one round trip."""
+        """Send every waiting refund to Redis: one script call for all of them."""
         pending, self._pending = self._pending, {}
         if not pending or self.redis is None or self._refund is None:
             return
+        keys = [f"tollgate:rl:{bucket}:tokens" for bucket, _ in pending]
+        args = [n for (_, capacity), amount in pending.items() for n in (capacity, amount)]
         try:
-            async with asyncio.timeout(self.timeout_s), self.redis.pipeline(False) as pipe:
-                for (bucket, capacity), amount in pending.items():
-                    keys = [f"tollgate:rl:{bucket}:tokens"]
-                    await self._refund(keys=keys, args=[capacity, amount], client=pipe)
-                await pipe.execute()
+            async with asyncio.timeout(self.timeout_s):
+                await self._refund(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._on_redis_error()
             log.warning(

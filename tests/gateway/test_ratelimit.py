@@ -154,7 +154,7 @@ def test_redis_refunds_wait_briefly_then_go_together_and_close_sends_the_rest() 
             for bucket, decision in zip(buckets, decisions, strict=True):
                 limiter.refund_soon(bucket, limits, 30, decision)
                 limiter.refund_soon(bucket, limits, 30, decision)
-            # Not yet: they wait for the window, then go in one pipeline.
+            # Not yet: they wait for the window, then go together in one script call.
             assert await tokens_left(limiter, buckets[0]) == pytest.approx(20, abs=0.1)
             await asyncio.sleep(REFUND_WINDOW_S * 5)
             for bucket in buckets:
@@ -167,6 +167,29 @@ def test_redis_refunds_wait_briefly_then_go_together_and_close_sends_the_rest() 
             await redis.aclose()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.redis
+def test_refunds_still_arrive_after_redis_forgot_its_scripts() -> None:
+    """A restarted or failed-over Redis has an empty script cache; refunds load theirs again."""
+    limits = Limits(
+        requests_capacity=100, requests_per_s=1, tokens_capacity=100, tokens_per_s=0.001
+    )
+    bucket = f"test-{uuid.uuid4().hex}"
+
+    async def scenario() -> float:
+        redis = Redis.from_url(REDIS_URL)
+        limiter = RateLimiter(redis=redis)
+        try:
+            decision = await limiter.take(bucket, limits, 70)
+            await redis.script_flush()
+            limiter.refund_soon(bucket, limits, 50, decision)
+            await limiter.close()
+            return (await limiter.take(bucket, limits, 0)).tokens_left
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(scenario()) == pytest.approx(80, abs=0.1)
 
 
 def test_a_redis_that_stops_answering_counts_as_failed_within_the_timeout() -> None:

@@ -202,6 +202,34 @@ def test_bad_input_gets_a_stable_code_and_no_trace(system: System) -> None:
             headers={**auth, "Content-Type": "application/json"},
         )
         assert bad_json.status_code == 422
+        assert bad_json.json()["error"]["code"] == "validation_error"
+        assert "Invalid JSON" in bad_json.json()["error"]["message"]
+        for path in ("/v1/generate", "/v1/completions", "/v2/generate"):
+            for content, kind in [(b"", "application/json"), (b'{"prompt": "x"}', "text/plain")]:
+                headers = {**auth, "Content-Type": kind}
+                answer = client.post(path, content=content, headers=headers)
+                assert answer.status_code == 422, (path, content, kind)
+                error = answer.json() if path.startswith("/v2") else answer.json()["error"]
+                assert error["code"] == "validation_error"
+            # Who is calling is settled before what they sent.
+            nobody = client.post(path, content=b"{not json", headers={"Content-Type": "text/plain"})
+            assert nobody.status_code == 401
+            assert "www-authenticate" in nobody.headers
+
+
+def test_the_generation_routes_are_described_in_the_openapi_document(system: System) -> None:
+    with system.client() as client:
+        doc = client.get("/openapi.json").json()
+    for path, model in [
+        ("/v1/generate", "GenerateRequest"),
+        ("/v1/completions", "CompletionRequest"),
+        ("/v2/generate", "GenerateV2"),
+    ]:
+        operation = doc["paths"][path]["post"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["$ref"].endswith(f"/{model}"), path
+        assert "422" in operation["responses"]
+    assert "prompt" in doc["components"]["schemas"]["GenerateRequest"]["properties"]
 
 
 def test_api_keys_exchange_rate_limit_and_revocation(system: System) -> None:
@@ -458,14 +486,14 @@ def _disconnects(text: str) -> float:
 def test_a_client_that_leaves_a_plain_request_cancels_its_generation(system: System) -> None:
     auth = {"Authorization": f"Bearer {system.token('e2e-leaves-json')}"}
     # top_k=1 always takes the likeliest token: from this prompt that runs all 250 tokens
-    # (sampling freely ended at the end-of-text token within 20 tokens in 1 of 30 tries,
-    # inside the client's 50 ms), and with a temperature the answer is never served from
-    # the response cache.
+    # (sampling freely ended at the end-of-text token within 20 tokens in 1 of 30 tries),
+    # and with a temperature the answer is never served from the response cache. The 250
+    # tokens take about 50 ms on a warm two-core machine, so the client leaves after 20.
     long = {"prompt": "def f():\n", "max_tokens": 250, "temperature": 0.9, "top_k": 1}
     with system.client() as client:
         before = _disconnects(client.get("/metrics").text)
         with pytest.raises(httpx.ReadTimeout):
-            client.post("/v1/generate", json=long, headers=auth, timeout=0.05)
+            client.post("/v1/generate", json=long, headers=auth, timeout=0.02)
         deadline = time.monotonic() + 10
         while _disconnects(client.get("/metrics").text) <= before:
             assert time.monotonic() < deadline, "the gateway kept generating for nobody"

@@ -159,6 +159,9 @@ def create_app(settings: GatewaySettings, *, span_exporter: SpanExporter | None 
         title="Tollgate",
         summary="Text generation from versioned models: authenticated, rate-limited, streamed.",
         lifespan=lifespan,
+        # The gateway makes its own spans and metrics (RequestContext, gateway.metrics); this
+        # also spares every request FastAPI's check for globally configured providers.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(
         RequestContext,
@@ -227,10 +230,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
-            for e in exc.errors()
-        ]
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
         return _error(request, 422, "validation_error", "; ".join(problems))
 
     @app.exception_handler(StarletteHTTPException)

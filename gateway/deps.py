@@ -52,6 +52,11 @@ async def services(request: Request) -> Services:
 
 
 async def identity(request: Request, svc: Annotated[Services, Depends(services)]) -> Identity:
+    return await authenticate(request, svc)
+
+
+async def authenticate(request: Request, svc: Services) -> Identity:
+    """The caller's identity from its bearer token; raises Unauthorized (401)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.api.direct import GenerationRoute
 from gateway.api.v1 import SSE_HEADERS
 from gateway.deps import IdentityDep, ServicesDep
 from gateway.disconnect import unless_disconnected
@@ -85,7 +86,6 @@ async def models(caller: IdentityDep, svc: ServicesDep) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@router.post("/completions")
 async def completions(
     body: CompletionRequest, request: Request, caller: IdentityDep, svc: ServicesDep
 ) -> Any:
@@ -174,3 +174,8 @@ async def _chunks(
     except GatewayError as exc:
         error = {"error": {"code": exc.code, "message": exc.message}}
         yield f"data: {json.dumps(error)}\n\n".encode()
+
+
+router.add_api_route(
+    "/completions", completions, methods=["POST"], route_class_override=GenerationRoute
+)

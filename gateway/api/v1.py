@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from gateway.api.direct import GenerationRoute
 from gateway.auth import parse_scopes
 from gateway.cache import cacheable
 from gateway.config import GatewaySettings
@@ -49,7 +50,6 @@ def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-@router.post("/generate", response_model=GenerateResponse)
 async def generate(
     body: GenerateRequest, request: Request, caller: IdentityDep, svc: ServicesDep
 ) -> Any:
@@ -71,6 +71,15 @@ async def generate(
         media_type="text/event-stream",
         headers={**headers, **SSE_HEADERS},
     )
+
+
+router.add_api_route(
+    "/generate",
+    generate,
+    methods=["POST"],
+    response_model=GenerateResponse,
+    route_class_override=GenerationRoute,
+)
 
 
 async def _cached(

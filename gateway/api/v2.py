@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.api.direct import GenerationRoute
 from gateway.api.v1 import SSE_HEADERS
 from gateway.deps import IdentityDep, ServicesDep
 from gateway.disconnect import unless_disconnected
@@ -67,7 +68,6 @@ def _output(text: str, ids: list[int], final: Piece) -> dict[str, Any]:
     }
 
 
-@router.post("/generate")
 async def generate(
     body: GenerateV2, request: Request, caller: IdentityDep, svc: ServicesDep
 ) -> Any:
@@ -121,3 +121,6 @@ async def generate(
         {"id": request_id, "model": model, "version": version, "outputs": outputs},
         headers=headers,
     )
+
+
+router.add_api_route("/generate", generate, methods=["POST"], route_class_override=GenerationRoute)

@@ -32,7 +32,7 @@ from gateway.metrics import Metrics
 from gateway.ratelimit import Decision, Limits, RateLimiter
 from gateway.routing import RouteTable
 from gateway.schemas import GenerateRequest
-from gateway.tracing import traceparent
+from gateway.tracing import OffTracer, traceparent
 from gateway.upstream import GenerateCall, Piece, TritonPool
 from registry.db import RegistryDatabase
 
@@ -88,7 +88,7 @@ class Generations:
     ) -> None:
         self.settings, self.db, self.routes, self.pool = settings, db, routes, pool
         self.limiter, self.metrics, self.gates = limiter, metrics, gates
-        self.tracer = tracer or trace.NoOpTracer()
+        self.tracer = tracer or OffTracer()
         self.filter = InputFilter(settings, metrics)
         self._key_limits: dict[str, Limits] = {}
         self.defaults = Limits(

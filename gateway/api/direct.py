@@ -46,6 +46,8 @@ def body_model(endpoint: Callable[..., Any]) -> type[BaseModel]:
 def is_json(content_type: str | None) -> bool:
     if not content_type:
         return False
+    if content_type == "application/json":  # nearly every request: no parsing
+        return True
     message = Message()
     message["content-type"] = content_type
     subtype = message.get_content_subtype()

@@ -38,14 +38,15 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.registry import newest_ready
 from gateway.auth import TokenService
 from gateway.config import GatewaySettings
 from gateway.upstream import Endpoint, GenerateCall, infer_request
-from registry import aliases, catalog, migrate
-from registry.db import connect, reading, writing
+from registry import aliases, migrate
+from registry.db import connect, writing
 from registry.integrity import rebuild_from_repository
 from registry.manifest import DatasetRecord, Manifest, describe_file, write_manifest
-from registry.tables import VersionStatus, utcnow
+from registry.tables import utcnow
 from workers.cli import server_for
 from workers.repository import write_model_config
 
@@ -78,14 +79,7 @@ class Round:
 
 def build(settings: GatewaySettings, model: str, work: Path) -> tuple[GatewaySettings, int]:
     """A registry and repository in `work` holding the echo model and `model`'s newest version."""
-    source_db = connect(settings)
-    with reading(source_db) as session:
-        newest = (
-            catalog.list_versions(session=session, model=model, status=VersionStatus.READY, limit=1)
-            .items[0]
-            .version
-        )
-    source_db.dispose()
+    newest = newest_ready(settings, model)
     repo = work / "repo"
     (repo / model).mkdir(parents=True)
     (repo / model / str(newest)).symlink_to(settings.model_repository / model / str(newest))

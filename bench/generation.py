@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import tempfile
 import time
@@ -33,10 +34,8 @@ from rich.console import Console
 from rich.table import Table
 from tokenizers import Tokenizer
 
+from bench.registry import newest_ready
 from gateway.upstream import Endpoint, GenerateCall, infer_request, parse_response
-from registry import catalog
-from registry.db import connect, reading
-from registry.tables import VersionStatus
 from trainer.checkpoint import load_model
 from trainer.export_hf import export_hf
 from workers.artifacts import resolve
@@ -207,14 +206,8 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     settings = WorkerSettings()
-    db = connect(settings)
-    with reading(db) as session:
-        if args.version is None:
-            newest = catalog.list_versions(
-                session=session, model=args.model, status=VersionStatus.READY, limit=1
-            )
-            args.version = newest.items[0].version
-    db.dispose()
+    if args.version is None:
+        args.version = newest_ready(settings, args.model)
     version_dir = settings.model_repository / args.model / str(args.version)
     served = resolve(version_dir, settings.worker_artifact, settings.worker_device)
     tokenizer = Tokenizer.from_file(str(served.tokenizer))
@@ -276,7 +269,7 @@ def main() -> None:
                 f"{m.pct(m.ttft_s, 99):.1f}",
                 f"{statistics.fmean(m.itl_s) * 1000:.2f}" if m.itl_s else "-",
                 f"{m.tokens_per_s / ort:.2f}x",
-                f"{m.tokens_per_s / hf_tps:.1f}x",
+                f"{m.tokens_per_s / hf_tps:.1f}x" if not math.isnan(hf_tps) else "-",
             )
     console.print(table)
     plot = args.plot or settings.var_dir / "bench" / "generation.png"

@@ -1,0 +1,44 @@
+"""The benchmarks say what to do when there is nothing to measure, without a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from registry import migrate
+from registry.config import RegistrySettings
+from registry.db import connect
+
+
+@pytest.mark.parametrize(
+    ("module", "args"), [("bench.gateway", ["--only-echo"]), ("bench.generation", [])]
+)
+@pytest.mark.parametrize("migrated", [False, True], ids=["no-registry", "empty-registry"])
+def test_a_benchmark_without_a_trained_model_says_how_to_get_one(
+    tmp_path: Path, module: str, args: list[str], migrated: bool
+) -> None:
+    env = {
+        **os.environ,
+        "TOLLGATE_VAR_DIR": str(tmp_path),
+        "TOLLGATE_DATABASE_URL": "",
+        "TOLLGATE_MODEL_REPOSITORY": str(tmp_path / "models"),
+    }
+    if migrated:
+        db = connect(RegistrySettings(var_dir=tmp_path, database_url=""))
+        migrate.upgrade(db)
+        db.dispose()
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--model", "code-gpt", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "python -m trainer run --preset tiny --model code-gpt" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -211,6 +211,17 @@ def test_bad_input_gets_a_stable_code_and_no_trace(system: System) -> None:
                 assert answer.status_code == 422, (path, content, kind)
                 error = answer.json() if path.startswith("/v2") else answer.json()["error"]
                 assert error["code"] == "validation_error"
+            # A body sent in chunks, with no Content-Length to refuse it by, is cut off at the
+            # limit while it is read.
+            chunks = (
+                b'{"prompt": "' + b"y" * 1000 + b'"' if i == 0 else b" " * 1000 for i in range(6)
+            )
+            chunked = client.post(
+                path, content=chunks, headers={**auth, "Content-Type": "application/json"}
+            )
+            assert "content-length" not in chunked.request.headers
+            assert chunked.status_code == 413, (path, chunked.text)
+            assert "payload_too_large" in chunked.text
             # Who is calling is settled before what they sent.
             nobody = client.post(path, content=b"{not json", headers={"Content-Type": "text/plain"})
             assert nobody.status_code == 401

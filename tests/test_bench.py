@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from registry import migrate
 from registry.config import RegistrySettings
 from registry.db import connect
+from tests.cli import run_module
 
 
 @pytest.mark.parametrize(
@@ -31,14 +30,7 @@ def test_a_benchmark_without_a_trained_model_says_how_to_get_one(
         db = connect(RegistrySettings(var_dir=tmp_path, database_url=""))
         migrate.upgrade(db)
         db.dispose()
-    done = subprocess.run(
-        [sys.executable, "-m", module, "--model", "code-gpt", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_module(module, "--model", "code-gpt", *args, env=env)
     assert done.returncode == 1, done.stderr
     assert "python -m trainer run --preset tiny --model code-gpt" in done.stderr
     assert "Traceback" not in done.stderr

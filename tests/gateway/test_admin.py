@@ -31,6 +31,7 @@ from registry import aliases, migrate
 from registry.db import connect, writing
 from registry.integrity import rebuild_from_repository
 from registry.manifest import read_manifest, write_manifest
+from tests.cli import run_module
 from tests.published import free_port
 from tests.services import REDIS_URL
 from tests.workers.test_failure import _break
@@ -456,14 +457,8 @@ def test_a_broken_canary_is_pulled_automatically_and_production_is_unaffected(
 
 
 def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "admin", *args, "--url", fleet.bases[0]],
-        env={**os.environ, "TOLLGATE_JWT_SECRET": SECRET, "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    env = {**os.environ, "TOLLGATE_JWT_SECRET": SECRET, "COLUMNS": "250"}
+    return run_module("gateway", "admin", *args, "--url", fleet.bases[0], env=env, timeout=300)
 
 
 def test_the_admin_cli_wraps_the_api_for_operators(fleet: Fleet) -> None:

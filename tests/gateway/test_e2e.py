@@ -27,6 +27,7 @@ from gateway.auth import TokenService
 from gateway.config import GatewaySettings
 from gateway.keys import KeyInfo, KeyLimits, create_key
 from registry.db import connect
+from tests.cli import run_module
 from tests.debian import debian_tool
 from tests.published import free_port
 from tests.services import REDIS_URL
@@ -266,13 +267,7 @@ def test_api_keys_exchange_rate_limit_and_revocation(system: System) -> None:
         assert limited.headers["ratelimit-policy"].startswith('"requests";q=2')
 
         env = {**os.environ, **_env(system.settings)}
-        revoked = subprocess.run(
-            [sys.executable, "-m", "gateway", "keys", "revoke", info.key_id],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        revoked = run_module("gateway", "keys", "revoke", info.key_id, env=env)
         assert revoked.returncode == 0, revoked.stderr
         after = client.post("/v1/generate", json=body, headers=auth)
         assert after.status_code == 401

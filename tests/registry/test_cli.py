@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from registry import catalog
 from registry.cli import app
 from registry.config import RegistrySettings
 from registry.db import RegistryDatabase, writing
+from tests.cli import run_module
 from tests.registry.conftest import DATASET, ReadyFactory
 from tests.registry.test_integrity import publish
 
@@ -161,14 +161,7 @@ def _run_json_fail(cli: CliRunner, args: list[str]) -> list[dict[str, Any]]:
 
 
 def _module(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "registry", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("registry", *args, env={**os.environ, **env}, timeout=60)
 
 
 def test_module_entry_point_init_and_infrastructure_errors(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from registry import aliases, integrity
 from registry.config import RegistrySettings
 from registry.db import connect, reading
+from tests.cli import run_module
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = """
@@ -80,15 +80,7 @@ def _cli(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "TOLLGATE_DATABASE_URL": "",
         "TOLLGATE_TRAINER_THREADS": "2",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "trainer", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_module("trainer", *args, env=env, timeout=600)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:

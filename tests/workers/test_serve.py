@@ -16,6 +16,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc.aio import InferenceServerClient
 
+from tests.cli import run_module
 from tests.published import ROOT, TRITON_CACHE, free_port
 from workers.config import WorkerSettings
 
@@ -33,18 +34,6 @@ def _env(settings: WorkerSettings, ports: tuple[int, int, int]) -> dict[str, str
         "TOLLGATE_TRITON_EXIT_TIMEOUT_S": "20",
         "TOLLGATE_WORKER_TOKENS_PER_RESPONSE": "1",
     }
-
-
-def _workers(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workers", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def _long_request(url: str, started: asyncio.Event) -> str:
@@ -107,15 +96,9 @@ def test_serve_answers_then_lets_in_flight_requests_finish_on_sigterm(
 def test_serve_without_a_ready_version_says_what_to_do(tmp_path: Path) -> None:
     settings = WorkerSettings(var_dir=tmp_path / "var", model_repository=tmp_path / "repo")
     env = _env(settings, (free_port(), free_port(), free_port()))
-    init = subprocess.run(
-        [sys.executable, "-m", "registry", "init"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        check=False,
-    )
+    init = run_module("registry", "init", env=env)
     assert init.returncode == 0
-    done = _workers(env, "serve")
+    done = run_module("workers", "serve", env=env)
     assert done.returncode == 1
     assert "no model has a ready version to serve: run `python -m trainer run` first" in done.stderr
 
@@ -126,12 +109,12 @@ def test_configure_writes_the_configuration_a_triton_elsewhere_loads(
     env = _env(published, (free_port(), free_port(), free_port()))
     config = published.model_repository / "gen" / "config.pbtxt"
     config.unlink(missing_ok=True)
-    done = _workers(env, "configure", "--model", "gen")
+    done = run_module("workers", "configure", "--model", "gen", env=env)
     assert done.returncode == 0, done.stderr
     assert "gen: versions [1, 2]" in done.stdout
     text = config.read_text()
     assert 'backend: "python"' in text
     assert "versions: [ 1, 2 ]" in text
-    unknown = _workers(env, "configure", "--model", "nosuch")
+    unknown = run_module("workers", "configure", "--model", "nosuch", env=env)
     assert unknown.returncode == 1
     assert "no servable versions for ['nosuch']" in unknown.stderr

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from gateway.errors import RateLimited, Unauthorized, Unavailable
 
@@ -177,8 +175,9 @@ class RateLimiter:
         self.timeout_s = timeout_s
         self.local = local or LocalBuckets()
         self._on_redis_error = on_redis_error or (lambda: None)
-        self._take = _Script(redis, _TAKE) if redis is not None else None
-        self._refund = _Script(redis, _REFUND) if redis is not None else None
+        # redis-py's script objects run EVALSHA and load the script again on NOSCRIPT.
+        self._take = redis.register_script(_TAKE) if redis is not None else None
+        self._refund = redis.register_script(_REFUND) if redis is not None else None
         self._pending: dict[tuple[str, int], int] = {}
         self._flusher: asyncio.Task[None] | None = None
 
@@ -204,7 +203,7 @@ class RateLimiter:
         ]
         try:
             async with asyncio.timeout(self.timeout_s):
-                allowed, r, k, wait_ms = await self._take(keys, args)
+                allowed, r, k, wait_ms = await self._take(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._on_redis_error()
             if not self.fail_open:
@@ -253,7 +252,7 @@ class RateLimiter:
         args = [n for (_, capacity), amount in pending.items() for n in (capacity, amount)]
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self._refund(keys, args)
+                await self._refund(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._on_redis_error()
             log.warning(
@@ -267,24 +266,6 @@ class RateLimiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush()
-
-
-class _Script:
-    """A Lua script run by its SHA-1 (EVALSHA), loaded again if Redis has forgotten it (a
-    restart, a fail-over, SCRIPT FLUSH). One `execute_command` per call: redis-py's own
-    script objects go through two more layers of wrappers on the request's path."""
-
-    def __init__(self, redis: Redis, source: str) -> None:
-        self.redis, self.source = redis, source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's script id)
-
-    async def __call__(self, keys: list[str], args: Sequence[int | float | str]) -> Any:
-        run = self.redis.execute_command
-        try:
-            return await run("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
-        except NoScriptError:
-            await run("SCRIPT", "LOAD", self.source)  # type: ignore[no-untyped-call]
-            return await run("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
 
 
 class RateLimitExceeded(RateLimited):

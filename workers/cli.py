@@ -39,14 +39,22 @@ def python_path() -> str:
     return os.pathsep.join([str(ROOT), *site.getsitepackages()])
 
 
-def prepare(settings: WorkerSettings) -> dict[str, list[int]]:
-    """Write config.pbtxt for every model with versions to serve; return them."""
+def prepare(settings: WorkerSettings, only: list[str] | None = None) -> dict[str, list[int]]:
+    """Write config.pbtxt for every model with versions to serve (or for the models in
+    `only`, each of which must have some); return them."""
     db = connect(settings)
     try:
         migrate.check_schema(db)
         models = servable_models(db, settings.model_repository)
     finally:
         db.dispose()
+    if only:
+        missing = sorted(set(only) - set(models))
+        if missing:
+            raise TritonUnavailable(
+                f"no servable versions for {missing}: publish with `python -m trainer run`"
+            )
+        models = {m: models[m] for m in only}
     for name, versions in models.items():
         write_model_config(settings.model_repository, name, versions, settings)
     return models
@@ -68,16 +76,14 @@ ModelOption = Annotated[
 ]
 
 
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
 def _select(settings: WorkerSettings, model: list[str] | None) -> dict[str, list[int]]:
     """Write the configurations of the models to serve (all, or the named ones)."""
-    models = prepare(settings)
-    if model:
-        missing = sorted(set(model) - set(models))
-        if missing:
-            raise TritonUnavailable(
-                f"no servable versions for {missing}: publish with `python -m trainer run`"
-            )
-        models = {m: models[m] for m in model}
+    models = prepare(settings, model)
     if not models:
         raise TritonUnavailable(
             "no model has a ready version to serve: run `python -m trainer run` first"
@@ -93,8 +99,7 @@ def configure(model: ModelOption = None) -> None:
     try:
         models = _select(settings, model)
     except (RegistryError, TritonUnavailable) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise _fail(exc) from None
     for name, versions in sorted(models.items()):
         out.print(f"{name}: versions {versions} in {settings.model_repository / name}")
 
@@ -108,8 +113,7 @@ def serve(model: ModelOption = None) -> None:
         server = server_for(settings, sorted(models))
         server.start()
     except (RegistryError, TritonUnavailable) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise _fail(exc) from None
     for name, versions in sorted(models.items()):
         out.print(f"serving {name} versions {versions}")
     out.print(

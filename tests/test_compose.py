@@ -22,9 +22,10 @@ import yaml
 
 from gateway.config import GatewaySettings
 from registry.config import RegistrySettings
+from tests.published import ROOT
+from tests.settings import env_names
 from trainer.config import TrainerSettings
 
-ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SECRETS = {
     "TOLLGATE_POSTGRES_PASSWORD": "4f6c2d0e9b8a7c6d5e4f3a2b1c0d9e8f",
@@ -197,7 +198,7 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
 def test_the_gateways_run_on_valid_production_settings(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    known = {f"TOLLGATE_{name.upper()}" for name in GatewaySettings.model_fields}
+    known = env_names(GatewaySettings)
     env = _environment(services["gateway-1"])
     assert env == _environment(services["gateway-2"])
     assert set(env) <= known, f"not settings: {sorted(set(env) - known)}"
@@ -222,14 +223,13 @@ def test_the_trainer_runs_on_valid_settings(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trainer = services["trainer"]
-    known = {f"TOLLGATE_{name.upper()}" for name in TrainerSettings.model_fields}
+    known = env_names(TrainerSettings)
     env = _environment(trainer)
     assert set(env) <= known, f"not settings: {sorted(set(env) - known)}"
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     TrainerSettings()
-    registry = {f"TOLLGATE_{name.upper()}" for name in RegistrySettings.model_fields}
-    assert set(_environment(services["migrate"])) <= registry
+    assert set(_environment(services["migrate"])) <= env_names(RegistrySettings)
     assert trainer["command"][:4] == ["python", "-m", "trainer", "run"]
     assert {"--skip-if-published", "--production-if-none"} <= set(trainer["command"])
     trained = trainer["command"][trainer["command"].index("--model") + 1]

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
+from tests.settings import env_names
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,10 +30,5 @@ def _settings_classes() -> list[type[BaseSettings]]:
 @pytest.mark.parametrize("settings_class", _settings_classes(), ids=lambda c: c.__name__)
 def test_every_setting_is_documented(settings_class: type[BaseSettings]) -> None:
     documented = (ROOT / ".env.example").read_text()
-    prefix = settings_class.model_config.get("env_prefix", "")
-    missing = [
-        f"{prefix}{name}".upper()
-        for name in settings_class.model_fields
-        if f"{prefix}{name}".upper() + "=" not in documented
-    ]
+    missing = sorted(name for name in env_names(settings_class) if f"{name}=" not in documented)
     assert missing == []

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from gateway.config import GatewaySettings
+from tests.settings import env_names
 from trainer.config import TrainerSettings
 
 K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
@@ -70,8 +71,7 @@ def test_a_misspelt_field_is_caught() -> None:
 
 
 def test_every_setting_the_manifests_give_is_a_setting() -> None:
-    known = {f"TOLLGATE_{name.upper()}" for name in GatewaySettings.model_fields}
-    known |= {f"TOLLGATE_{name.upper()}" for name in TrainerSettings.model_fields}
+    known = env_names(GatewaySettings, TrainerSettings)
     given: set[str] = set()
     for _, document in _documents():
         if document["kind"] in {"ConfigMap", "Secret"}:

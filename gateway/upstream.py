@@ -231,8 +231,8 @@ class Endpoint:
                 deadline.waiting = False
                 if response is grpc.aio.EOF:
                     raise _Stale
-        except asyncio.CancelledError:
-            if deadline.absorb():
+        except (asyncio.CancelledError, grpc.aio.AioRpcError, _Stale) as exc:
+            if deadline.ended(exc):
                 raise UpstreamTimeout("the model did not finish within the deadline") from None
             raise
         finally:
@@ -262,7 +262,10 @@ class Endpoint:
             if first is not grpc.aio.EOF:
                 deadline.waiting = False
                 return call, first
-            call.cancel()  # closed while it was kept (a server restart): a new one
+            call.cancel()
+            if deadline.expired:  # the deadline ended it, not a server restart
+                raise _Stale
+            # Closed while it was kept (a server restart): a new one.
         call = deadline.call = self.stub.ModelStreamInfer()
         try:
             await call.write(request)
@@ -284,7 +287,7 @@ class _Deadline:
     Cancelling the call is what frees the worker's slot. It does not always wake a coroutine
     awaiting that call's read or write (a call cancelled as it starts can leave the await
     pending), so when the time runs out during such an await (`waiting`) the task is
-    cancelled too, and `absorb` takes that cancellation back.
+    cancelled too, and `ended` takes that cancellation back.
     """
 
     def __init__(self, timeout_s: float) -> None:
@@ -303,9 +306,15 @@ class _Deadline:
             self._cancelled_task = True
             self._task.cancel()
 
-    def absorb(self) -> bool:
-        """After a CancelledError: whether it came from this deadline alone (then it is
-        taken back, and the caller raises the timeout), not from the task being cancelled."""
+    def ended(self, exc: BaseException) -> bool:
+        """Whether this deadline is what ended the call with `exc`, so that the caller raises
+        the timeout instead. A cancellation counts only if it came from the deadline alone,
+        not from the task being cancelled (and the deadline's own is then taken back).
+        Cancelling the call can also surface as any gRPC status (UNAVAILABLE while the
+        channel still connects) or as a closed stream: after the deadline, that is the
+        timeout, not a sign that the server is down."""
+        if not isinstance(exc, asyncio.CancelledError):
+            return self.expired
         if self._cancelled_task and self._task is not None:
             self._cancelled_task = False
             self._task.uncancel()

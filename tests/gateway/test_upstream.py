@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from dataclasses import replace
+from typing import Any
 
+import grpc
 import pytest
 from tritonclient.grpc import service_pb2
 
@@ -213,6 +216,68 @@ def test_a_deadline_ends_the_call_at_whatever_moment_it_expires(
                     await hurried.stop()
                 assert outcomes["timeout"] > 0
                 assert await _generate(pool, "def f():") == first, "the worker still serves"
+        finally:
+            await pool.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_deadline_that_ends_a_call_still_connecting_is_a_timeout_not_a_dead_server() -> None:
+    """A server that accepts the connection and never speaks (a hung process, a black-holed
+    network): the call ends at its deadline as a timeout, and the endpoint is not marked down
+    (its health is the health checker's call)."""
+
+    async def scenario() -> None:
+        peers: list[asyncio.StreamWriter] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peers.append(writer)
+            await reader.read(-1)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = TritonPool([f"127.0.0.1:{port}"], timeout_s=0.05, health_interval_s=60)
+        call = GenerateCall(model="gen", version=1, prompt="x", max_tokens=4)
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                with pytest.raises(UpstreamTimeout):
+                    [p async for p in pool.generate(call)]
+                assert time.monotonic() - started < 5
+            assert pool.endpoints[0].healthy
+        finally:
+            await pool.stop()
+            for peer in peers:
+                peer.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_that_fails_because_its_deadline_cancelled_it_is_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gRPC may report a call cancelled at its deadline as UNAVAILABLE (seen while a fresh
+    channel was connecting): that is the timeout, and the server is not marked down."""
+
+    async def cancelled_as_unavailable(
+        self: Endpoint, request: service_pb2.ModelInferRequest, deadline: Any
+    ) -> Any:
+        while not deadline.expired:
+            await asyncio.sleep(0.005)
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "cancelled"
+        )
+
+    monkeypatch.setattr(Endpoint, "_send", cancelled_as_unavailable)
+
+    async def scenario() -> None:
+        pool = TritonPool([f"127.0.0.1:{free_port()}"], timeout_s=0.02, health_interval_s=60)
+        try:
+            with pytest.raises(UpstreamTimeout):
+                [p async for p in pool.generate(GenerateCall("gen", 1, "x", 4))]
+            assert pool.endpoints[0].healthy
         finally:
             await pool.stop()
 

@@ -58,8 +58,17 @@ class WorkerSettings(RegistrySettings):
     worker_response_interval_ms: float = Field(
         default=20.0, ge=0, description="Send a streamed response at least this often (ms)."
     )
+    worker_lanes: int = Field(
+        default=0,
+        ge=0,
+        description="Sub-batches decoded at the same time, each on a thread of its own; 0: on "
+        "a CPU one per core (at most one per 4 slots), on a GPU one.",
+    )
     worker_threads: int = Field(
-        default=0, ge=0, description="ONNX Runtime threads per model; 0 lets it choose."
+        default=0,
+        ge=0,
+        description="ONNX Runtime threads per lane; 0: the cores shared out among the lanes "
+        "(with one lane, ONNX Runtime chooses).",
     )
 
     @property

@@ -14,6 +14,13 @@ up, whatever a request has buffered goes out as one response, so the number of r
 adapts to load instead of throttling decoding. Asking a client whether it went away is an IPC
 as well; that thread asks too, and the loop reads the answer from a flag.
 
+Lanes: the running batch can be split into `lanes` sub-batches, each with its own KV cache,
+whose decode steps run at the same time on threads of their own (ONNX Runtime releases the
+GIL while it runs). On a CPU, a lane per core with one ONNX Runtime thread each keeps every
+core busy on its own rows; one batch spread over the cores by ONNX Runtime's thread pool
+instead meets at a barrier after every operator, which costs more than it saves for small
+models. A newcomer joins the lane with the fewest rows.
+
 A failing request gets its own error and the others continue. If the loop itself dies, every
 open request gets an error, `healthy` turns false, new requests are refused and `on_failure`
 is called with the reason (the Triton adapter then takes the version out of service).
@@ -25,18 +32,22 @@ import collections
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from workers.detokenizer import IncrementalDetokenizer
 from workers.kvbatch import KVBatch
-from workers.runtime import Decoder
+from workers.runtime import Array, Decoder, Ids
 from workers.sampling import InvalidRequest, SamplingParams, choose, make_rng
 from workers.stops import StopMatcher
 
 EOT_ID = 0
+
+T = TypeVar("T")
 
 
 class Overloaded(RuntimeError):
@@ -91,6 +102,7 @@ class EngineConfig:
     max_queue: int = 256
     tokens_per_response: int = 8
     response_interval_s: float = 0.02
+    lanes: int = 1  # sub-batches decoded at the same time (see the module's docstring)
 
 
 class _Sequence:
@@ -125,6 +137,14 @@ class _Sequence:
         self.probe = False  # the outbox should ask whether the client went away
         self.gone = False  # the client went away or its sink failed (set by the outbox)
         self.closed = False  # the final response was delivered
+
+
+class _Lane:
+    """A sub-batch: its sequences, row for row with its KV cache."""
+
+    def __init__(self, batch: KVBatch) -> None:
+        self.rows: list[_Sequence] = []
+        self.batch = batch
 
 
 class _Outbox:
@@ -234,9 +254,11 @@ class Engine:
         self._on_failure = on_failure
         self.config = config or EngineConfig()
         self.clock = clock
+        if self.config.lanes < 1:
+            raise ValueError(f"lanes must be at least 1, got {self.config.lanes}")
         self._waiting: collections.deque[_Sequence] = collections.deque()
-        self._active: list[_Sequence] = []
-        self._batch = KVBatch(decoder.shape)
+        self._lanes = [_Lane(KVBatch(decoder.shape)) for _ in range(self.config.lanes)]
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Condition()
         self._starting: list[_Sequence] = []  # admitted, being prefilled
         self._steps = 0
@@ -256,8 +278,14 @@ class Engine:
         with self._lock:
             return len(self._active), len(self._waiting)
 
+    @property
+    def _active(self) -> list[_Sequence]:
+        return [sequence for lane in self._lanes for sequence in lane.rows]
+
     def start(self) -> None:
         self._running = True
+        if len(self._lanes) > 1:
+            self._pool = ThreadPoolExecutor(len(self._lanes) - 1, "tollgate-lane")
         self._outbox = _Outbox()
         self._thread = threading.Thread(target=self._loop, name="tollgate-engine", daemon=True)
         self._thread.start()
@@ -273,6 +301,8 @@ class Engine:
         self._fail_all("the engine was stopped")
         if self._outbox is not None:
             self._outbox.close(max(1.0, deadline - self.clock()))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     # -- requests ---------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, sink: Sink) -> None:
@@ -315,7 +345,7 @@ class Engine:
                 self._drop_cancelled()
                 if newcomers:
                     self._prefill(newcomers)
-                if self._active:
+                if any(lane.rows for lane in self._lanes):
                     self._decode()
         except Exception as exc:  # any failure here must reach every open request
             self._error = f"the generation engine failed: {type(exc).__name__}: {exc}"
@@ -346,34 +376,67 @@ class Engine:
         return False
 
     def _prefill(self, newcomers: list[_Sequence]) -> None:
-        ids, mask, positions = KVBatch.prefill_inputs([s.prompt_ids for s in newcomers])
-        empty = KVBatch(self.decoder.shape)._empty(len(newcomers), 0)
-        logits, present = self.decoder.step(ids, mask, positions, empty)
-        self._batch.join(present, mask)
+        groups = self._assign(newcomers)
+
+        def prefill(lane: _Lane, group: list[_Sequence]) -> tuple[Array, list[Array], Ids]:
+            ids, mask, positions = KVBatch.prefill_inputs([s.prompt_ids for s in group])
+            empty = KVBatch(self.decoder.shape)._empty(len(group), 0)
+            logits, present = self.decoder.step(ids, mask, positions, empty)
+            return logits, present, mask
+
+        results = self._in_parallel([partial(prefill, lane, group) for lane, group in groups])
         with self._lock:
-            self._active.extend(newcomers)
+            for (lane, group), (_, present, mask) in zip(groups, results, strict=True):
+                lane.batch.join(present, mask)
+                lane.rows.extend(group)
             self._starting = []
-        self._sample(logits, offset=len(self._active) - len(newcomers))
+        for (lane, group), (logits, _, _) in zip(groups, results, strict=True):
+            self._sample(lane, logits, offset=len(lane.rows) - len(group))
+        self._retire()
+
+    def _assign(self, newcomers: list[_Sequence]) -> list[tuple[_Lane, list[_Sequence]]]:
+        """Each newcomer joins the lane with the fewest rows (counting those placed before it)."""
+        sizes = [len(lane.rows) for lane in self._lanes]
+        groups: dict[int, list[_Sequence]] = {}
+        for sequence in newcomers:
+            index = sizes.index(min(sizes))
+            sizes[index] += 1
+            groups.setdefault(index, []).append(sequence)
+        return [(self._lanes[i], group) for i, group in sorted(groups.items())]
 
     def _decode(self) -> None:
-        mask, positions = self._batch.decode_inputs()
-        ids = np.asarray([[s.pending] for s in self._active], dtype=np.int64)
-        logits, present = self.decoder.step(ids, mask, positions, self._batch.past)
-        self._batch.advance(present, mask)
-        self._sample(logits, offset=0)
+        def step(lane: _Lane) -> Array:
+            mask, positions = lane.batch.decode_inputs()
+            ids = np.asarray([[s.pending] for s in lane.rows], dtype=np.int64)
+            logits, present = self.decoder.step(ids, mask, positions, lane.batch.past)
+            lane.batch.advance(present, mask)
+            return logits
 
-    def _sample(self, logits: np.ndarray, offset: int) -> None:  # type: ignore[type-arg]
+        lanes = [lane for lane in self._lanes if lane.rows]
+        results = self._in_parallel([partial(step, lane) for lane in lanes])
+        for lane, logits in zip(lanes, results, strict=True):
+            self._sample(lane, logits, offset=0)
+        self._retire()
+
+    def _in_parallel(self, work: list[Callable[[], T]]) -> list[T]:
+        """Run each callable, the first on this thread and the rest on the lane threads."""
+        if len(work) == 1 or self._pool is None:
+            return [job() for job in work]
+        futures = [self._pool.submit(job) for job in work[1:]]
+        try:
+            first = work[0]()
+        finally:
+            # Every lane's step has finished (or failed) before its state is used again.
+            results = [future.result() for future in futures]
+        return [first, *results]
+
+    def _sample(self, lane: _Lane, logits: np.ndarray, offset: int) -> None:  # type: ignore[type-arg]
         now = self.clock()
         greedy = logits.argmax(axis=-1)  # one call for every greedy row
-        for row, sequence in enumerate(self._active[offset:], start=offset):
+        for row, sequence in enumerate(lane.rows[offset:]):
             params = sequence.params
-            token = (
-                int(greedy[row - offset])
-                if params.greedy
-                else choose(logits[row - offset], params, sequence.rng)
-            )
+            token = int(greedy[row]) if params.greedy else choose(logits[row], params, sequence.rng)
             self._accept(sequence, token, now)
-        self._retire()
 
     def _accept(self, sequence: _Sequence, token: int, now: float) -> None:
         if not sequence.first_token:
@@ -419,14 +482,15 @@ class Engine:
         self._retire()
 
     def _retire(self) -> None:
-        keep = [i for i, s in enumerate(self._active) if not s.finish_reason]
-        if len(keep) == len(self._active):
-            return
-        for sequence in self._active:
-            if sequence.finish_reason:
-                self._send_final(sequence)
-        self._active = [self._active[i] for i in keep]
-        self._batch.keep(keep)
+        for lane in self._lanes:
+            keep = [i for i, s in enumerate(lane.rows) if not s.finish_reason]
+            if len(keep) == len(lane.rows):
+                continue
+            for sequence in lane.rows:
+                if sequence.finish_reason:
+                    self._send_final(sequence)
+            lane.rows = [lane.rows[i] for i in keep]
+            lane.batch.keep(keep)
 
     # -- responses --------------------------------------------------------------------------
     def _send(self, sequence: _Sequence, now: float, final: Chunk | None = None) -> None:
@@ -468,6 +532,8 @@ class Engine:
     def _fail_all(self, message: str) -> None:
         with self._lock:
             doomed = self._active + self._starting + list(self._waiting)
-            self._active, self._starting, self._waiting = [], [], collections.deque()
+            for lane in self._lanes:
+                lane.rows, lane.batch = [], KVBatch(self.decoder.shape)
+            self._starting, self._waiting = [], collections.deque()
         for sequence in doomed:
             self._post(sequence, "", [], Chunk(final=True, error=message, finish_reason="error"))

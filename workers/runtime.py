@@ -7,6 +7,7 @@ so the scheduler is tested with a fake that needs no model file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,25 @@ class DecoderShape:
     n_head: int
     head_dim: int
     context_length: int
+
+
+def plan_lanes(
+    *, lanes: int, threads: int, device: str, max_active: int, cores: int | None = None
+) -> tuple[int, int]:
+    """(lanes, ONNX Runtime threads per lane) for the settings, where 0 means choose.
+
+    On a CPU: a lane per core, but at least 4 slots per lane, and the cores shared out among
+    the lanes (one thread each when there are as many lanes as cores). On a GPU, one lane: its
+    steps would only take turns on the device. Never more lanes than slots. One lane and no
+    thread count leave the choice to ONNX Runtime.
+    """
+    cores = cores or len(os.sched_getaffinity(0))
+    if not lanes:
+        lanes = 1 if device != "cpu" else max(1, min(cores, max_active // 4))
+    lanes = min(lanes, max(1, max_active))  # a lane that can never hold a row is no use
+    if not threads and lanes > 1 and device == "cpu":
+        threads = max(1, cores // lanes)
+    return lanes, threads
 
 
 class Decoder(Protocol):

@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 
 from workers.artifacts import ArtifactError, resolve
 from workers.engine import Chunk, Engine, EngineConfig, EngineStopped, GenerationRequest, Overloaded
-from workers.runtime import OnnxDecoder
+from workers.runtime import OnnxDecoder, plan_lanes
 from workers.sampling import InvalidRequest, SamplingParams
 
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -143,12 +143,20 @@ class TritonPythonModel:
         except (ArtifactError, OSError, ValueError) as exc:
             raise pb_utils.TritonModelException(f"cannot serve {version_dir}: {exc}") from exc
         context = int(served.manifest.hyperparameters["model"]["context_length"])
+        max_active = int(params.get("max_active", "32"))
+        lanes, threads = plan_lanes(
+            lanes=int(params.get("lanes", "0")),
+            threads=int(params.get("threads", "0")),
+            device=served.device,
+            max_active=max_active,
+        )
         # Inside Triton the decoder shares the cores with the server's own threads (gRPC,
-        # responses), so its thread pool sleeps when idle instead of spinning.
+        # responses), so a thread pool, where there is one, sleeps when idle instead of
+        # spinning. One session serves every lane: its runs are safe to make at the same time.
         decoder = OnnxDecoder(
             served.path,
             context_length=context,
-            threads=int(params.get("threads", "0")),
+            threads=threads,
             spin=False,
             providers=served.providers,
         )
@@ -160,17 +168,18 @@ class TritonPythonModel:
             decoder=decoder,
             tokenizer=tokenizer,
             config=EngineConfig(
-                max_active=int(params.get("max_active", "32")),
+                max_active=max_active,
                 max_queue=int(params.get("max_queue", "256")),
                 tokens_per_response=int(params.get("tokens_per_response", "8")),
                 response_interval_s=float(params.get("response_interval_ms", "20")) / 1000,
+                lanes=lanes,
             ),
             on_failure=self._engine_failed,
         )
         self._engine.start()
         pb_utils.Logger.log_info(
             f"serving {served.path.name} of {served.manifest.model} v{served.manifest.version} "
-            f"on {served.device}"
+            f"on {served.device} ({lanes} lanes, {threads or 'auto'} threads each)"
         )
 
     def _engine_failed(self, reason: str) -> None:

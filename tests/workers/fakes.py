@@ -42,6 +42,9 @@ class FakeDecoder:
     gate: threading.Event | None = None
     step_delay_s: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
+    threads: set[str] = field(default_factory=set)  # where steps ran
+    overlapped: bool = False  # two steps were running at the same moment
+    _running: int = 0
 
     def __post_init__(self) -> None:
         self.shape = DecoderShape(
@@ -53,8 +56,14 @@ class FakeDecoder:
     ) -> tuple[Array, list[Array]]:
         if self.gate is not None:
             self.gate.wait(10)
-        if self.step_delay_s:
-            time.sleep(self.step_delay_s)
+        self.threads.add(threading.current_thread().name)
+        self._running += 1  # each += and -= runs under the GIL
+        self.overlapped |= self._running > 1
+        try:
+            if self.step_delay_s:
+                time.sleep(self.step_delay_s)
+        finally:
+            self._running -= 1
         self.batch_sizes.append(input_ids.shape[0])
         if self.fail_after_steps and len(self.batch_sizes) > self.fail_after_steps:
             raise RuntimeError("decoder exploded")

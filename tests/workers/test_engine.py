@@ -72,7 +72,8 @@ def test_responses_merge_when_the_client_is_slower_than_decoding() -> None:
     assert max(len(c.token_ids) for c in chunks) > 2
 
 
-def test_requests_joining_a_running_batch_get_what_they_would_get_alone() -> None:
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+def test_requests_joining_a_running_batch_get_what_they_would_get_alone(lanes: int) -> None:
     prompts = [
         "".join(random.Random(i).choices("abcdefgh ", k=random.Random(i).randint(1, 20)))
         for i in range(24)
@@ -82,7 +83,7 @@ def test_requests_joining_a_running_batch_get_what_they_would_get_alone() -> Non
     alone_engine.stop()
 
     decoder = FakeDecoder(step_delay_s=0.001)
-    engine = _engine(decoder, max_active=8)
+    engine = _engine(decoder, max_active=8, lanes=lanes)
     sinks = []
     for i, prompt in enumerate(prompts):
         sink = ListSink()
@@ -94,7 +95,28 @@ def test_requests_joining_a_running_batch_get_what_they_would_get_alone() -> Non
     engine.stop()
     assert together == alone
     assert max(decoder.batch_sizes) > 1, "requests really shared decode steps"
-    assert max(decoder.batch_sizes) <= 8, "never more than max_active rows"
+    assert max(decoder.batch_sizes) <= -(-8 // lanes), "never more than max_active rows"
+    if lanes > 1:
+        assert len(decoder.threads) == lanes, "each lane stepped on a thread of its own"
+        assert decoder.overlapped, "the lanes' steps ran at the same time"
+
+
+def test_lanes_share_the_slots_and_stay_balanced() -> None:
+    gate = threading.Event()
+    decoder = FakeDecoder(gate=gate)
+    engine = _engine(decoder, max_active=5, lanes=2)
+    sinks = [ListSink() for _ in range(7)]
+    with engine._lock:  # all seven wait together: five take the slots, two wait
+        for sink in sinks:
+            engine.submit(
+                GenerationRequest(prompt="abc", params=SamplingParams(max_tokens=6, temperature=0)),
+                sink,
+            )
+    gate.set()
+    assert all(_chunks(s)[-1].finish_reason == "length" for s in sinks)
+    engine.stop()
+    assert sorted(decoder.batch_sizes[:2]) == [2, 3], "five newcomers split 3 + 2 over the lanes"
+    assert max(decoder.batch_sizes) <= 3
 
 
 def test_full_slots_and_queue_answer_overloaded() -> None:
@@ -196,9 +218,10 @@ def test_prompts_longer_than_the_context_are_refused_or_truncated() -> None:
     engine.stop()
 
 
-def test_when_the_loop_dies_every_open_request_gets_an_error() -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_when_the_loop_dies_every_open_request_gets_an_error(lanes: int) -> None:
     gate = threading.Event()  # every request is in before the first step fails
-    engine = _engine(FakeDecoder(fail_after_steps=3, gate=gate), max_active=2)
+    engine = _engine(FakeDecoder(fail_after_steps=3, gate=gate), max_active=2, lanes=lanes)
     sinks = [ListSink() for _ in range(4)]
     for sink in sinks:
         engine.submit(
@@ -235,3 +258,8 @@ def test_requests_being_prefilled_when_the_loop_dies_get_their_error_too() -> No
     assert len(failures) == 1
     assert "decoder exploded" in failures[0]
     engine.stop()
+
+
+def test_an_engine_needs_a_lane() -> None:
+    with pytest.raises(ValueError, match="lanes must be at least 1"):
+        Engine(decoder=FakeDecoder(), tokenizer=CharTokenizer(), config=EngineConfig(lanes=0))

@@ -44,6 +44,7 @@ def server(published: WorkerSettings) -> Iterator[TritonServer]:
             "triton_exit_timeout_s": 2,
             "worker_max_active": 8,
             "worker_tokens_per_response": 2,
+            "worker_lanes": 2,  # the batch tests below run on two lanes on any machine
         }
     )
     models = prepare(settings)
@@ -150,6 +151,7 @@ def test_requests_arriving_into_a_running_batch_match_the_same_requests_alone(
 
     reference = asyncio.run(alone())
     assert asyncio.run(arriving()) == reference
+    assert "gen v1 on cpu (2 lanes" in server.log_path.read_text(), "decoded on two lanes"
 
 
 def test_seeded_sampling_repeats_alone_and_in_a_batch(server: TritonServer) -> None:

@@ -1,7 +1,9 @@
 """Generation throughput and latency through a real Triton, beside two references.
 
 For each concurrency level, the same requests (greedy, `--max-tokens` new tokens each, all
-arriving at once) are served three ways on the same weights, in one run:
+arriving at once) are served three ways on the same weights, in one run, the first two
+interleaved over `--rounds` rounds (tokens/s is all tokens over all the rounds' time; each
+round's own ratio is shown as a range, since one round on a shared machine says little):
 
 - triton:       `python -m workers`'s generate model in a real tritonserver, gRPC streaming
                 with the gateway's own client (`gateway.upstream.Endpoint`, kept streams);
@@ -13,7 +15,7 @@ arriving at once) are served three ways on the same weights, in one run:
 It prints aggregate tokens/s, time to first token (p50, p99) and mean inter-token latency, and
 saves a plot. Usage (settings from TOLLGATE_*; the model needs a ready version):
 
-    python -m bench.generation --model code-gpt --concurrency 1,8,32,64 --max-tokens 64
+    python -m bench.generation --model code-gpt --concurrency 1,8,32,64 --max-tokens 64 --rounds 5
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ class Measurement:
     wall_s: float = 0.0
     ttft_s: list[float] = field(default_factory=list)
     itl_s: list[float] = field(default_factory=list)
+    rounds: list[float] = field(default_factory=list)  # each round's tokens/s
+
+    def add(self, other: Measurement) -> None:
+        """Fold one round into this total."""
+        self.tokens += other.tokens
+        self.wall_s += other.wall_s
+        self.ttft_s += other.ttft_s
+        self.itl_s += other.itl_s
+        self.rounds.append(other.tokens_per_s)
 
     @property
     def tokens_per_s(self) -> float:
@@ -201,10 +212,13 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of Triton and raw ORT per level"
+    )
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--plot", type=Path, help="default: <var_dir>/bench/generation.png")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=160)
     settings = WorkerSettings()
     if args.version is None:
         args.version = newest_ready(settings, args.model)
@@ -240,9 +254,12 @@ def main() -> None:
             # allocations that a running service has long since made.
             target = (server.grpc_url, args.model, str(args.version))
             bench_triton(*target, prompts, args.max_tokens)
-            results.append(bench_triton(*target, prompts, args.max_tokens))
             bench_ort(decoder, tokenizer, prompts, args.max_tokens)
-            results.append(bench_ort(decoder, tokenizer, prompts, args.max_tokens))
+            triton, ort = Measurement("triton", level), Measurement("ort-batched", level)
+            for _ in range(args.rounds):
+                triton.add(bench_triton(*target, prompts, args.max_tokens))
+                ort.add(bench_ort(decoder, tokenizer, prompts, args.max_tokens))
+            results += [triton, ort]
             if hf is not None:
                 results.append(bench_transformers(hf, tokenizer, prompts, args.max_tokens))
             console.print(f"concurrency {level} done")
@@ -254,13 +271,15 @@ def main() -> None:
         "TTFT p99 ms",
         "ITL mean ms",
         "vs ort",
+        "per round",
         "vs transformers",
     )
     for level in levels:
         row = {m.system: m for m in results if m.concurrency == level}
         for m in row.values():
-            ort = row["ort-batched"].tokens_per_s
+            ort = row["ort-batched"]
             hf_tps = row["transformers"].tokens_per_s if "transformers" in row else float("nan")
+            each = [t / o for t, o in zip(m.rounds, ort.rounds, strict=True)] if m.rounds else []
             table.add_row(
                 str(level),
                 m.system,
@@ -268,7 +287,8 @@ def main() -> None:
                 f"{m.pct(m.ttft_s, 50):.1f}",
                 f"{m.pct(m.ttft_s, 99):.1f}",
                 f"{statistics.fmean(m.itl_s) * 1000:.2f}" if m.itl_s else "-",
-                f"{m.tokens_per_s / ort:.2f}x",
+                f"{m.tokens_per_s / ort.tokens_per_s:.2f}x",
+                f"{min(each):.2f}-{max(each):.2f}" if m is not ort and each else "-",
                 f"{m.tokens_per_s / hf_tps:.1f}x" if not math.isnan(hf_tps) else "-",
             )
     console.print(table)

@@ -58,6 +58,12 @@ class WorkerSettings(RegistrySettings):
     worker_response_interval_ms: float = Field(
         default=20.0, ge=0, description="Send a streamed response at least this often (ms)."
     )
+    worker_senders: int = Field(
+        default=3,
+        ge=1,
+        description="Threads handing responses to the server at the same time (each send "
+        "waits for an IPC round trip; one request's responses never overlap).",
+    )
     worker_lanes: int = Field(
         default=0,
         ge=0,

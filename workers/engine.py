@@ -7,12 +7,13 @@ through the request's `Sink`, several tokens per response. Finished and cancelle
 leave at once, freeing their slot. Past `max_active`, requests wait in a queue of
 `max_queue`; past that, `submit` raises `Overloaded`, which callers turn into 429/503.
 
-Responses leave on a thread of their own (`_Outbox`): handing a response to a client costs an
-IPC round trip in Triton's python backend, longer than a decode step of a small model, so the
-decode loop only appends text to a per-request buffer and moves on. When responses cannot keep
-up, whatever a request has buffered goes out as one response, so the number of responses
-adapts to load instead of throttling decoding. Asking a client whether it went away is an IPC
-as well; that thread asks too, and the loop reads the answer from a flag.
+Responses leave on threads of their own (`_Outbox`, `senders` of them): handing a response to
+a client costs an IPC round trip in Triton's python backend, longer than a decode step of a
+small model, so the decode loop only appends text to a per-request buffer and moves on, and
+several threads wait on those round trips at once (never two for one request). When responses
+cannot keep up, whatever a request has buffered goes out as one response, so the number of
+responses adapts to load instead of throttling decoding. Asking a client whether it went away
+is an IPC as well; those threads ask too, and the loop reads the answer from a flag.
 
 Lanes: the running batch can be split into `lanes` sub-batches, each with its own KV cache,
 whose decode steps run at the same time on threads of their own (ONNX Runtime releases the
@@ -102,6 +103,7 @@ class EngineConfig:
     max_queue: int = 256
     tokens_per_response: int = 8
     response_interval_s: float = 0.02
+    senders: int = 1  # outbox threads sending responses at the same time
     lanes: int = 1  # sub-batches decoded at the same time (see the module's docstring)
 
 
@@ -132,6 +134,7 @@ class _Sequence:
         self.out_ids: list[int] = []
         self.out_final: Chunk | None = None
         self.queued = False  # waiting in the outbox
+        self.sending = False  # an outbox thread is sending for it
         # Where the first response ends in the buffer (text, ids); (-1, -1) once it is sent.
         self.first_cut: tuple[int, int] | None = None
         self.probe = False  # the outbox should ask whether the client went away
@@ -148,20 +151,26 @@ class _Lane:
 
 
 class _Outbox:
-    """Delivers responses on its own thread, so the decode loop never waits on a client.
+    """Delivers responses on threads of their own, so the decode loop never waits on a client.
 
-    `post` appends text to a request's buffer and queues the request once; the thread sends
+    `post` appends text to a request's buffer and queues the request once; a thread sends
     everything buffered for it as one response. After a streamed response, and whenever asked
     (`probe`), it checks whether the client went away and sets `gone` for the loop to read.
-    Responses to one request leave in order, and nothing follows its final response.
+    Each send waits for the server to take the response (an IPC round trip), so several
+    threads send at once, but never two for the same request: its responses leave in order,
+    and nothing follows its final response.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
         self._ready: collections.deque[_Sequence] = collections.deque()
         self._lock = threading.Condition()
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name="tollgate-responses", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"tollgate-responses-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def post(
         self, sequence: _Sequence, text: str, ids: list[int], final: Chunk | None = None
@@ -169,7 +178,7 @@ class _Outbox:
         with self._lock:
             if sequence.first_cut is None and final is None and (text or ids):
                 # The first text leaves as a response of its own, even if more piles up
-                # behind it before the thread gets to it (time to first token).
+                # behind it before a thread gets to it (time to first token).
                 sequence.first_cut = (len(sequence.out_text) + len(text), len(ids))
             sequence.out_text += text
             sequence.out_ids.extend(ids)
@@ -184,17 +193,20 @@ class _Outbox:
                 self._enqueue(sequence)
 
     def _enqueue(self, sequence: _Sequence) -> None:
-        if not sequence.queued:
+        # A request being sent for is queued again when that send is done.
+        if not sequence.queued and not sequence.sending:
             sequence.queued = True
             self._ready.append(sequence)
             self._lock.notify()
 
     def close(self, timeout: float) -> None:
-        """Deliver what is queued (for up to `timeout`), then stop the thread."""
+        """Deliver what is queued (for up to `timeout`), then stop the threads."""
         with self._lock:
             self._closing = True
-            self._lock.notify()
-        self._thread.join(timeout)
+            self._lock.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         while True:
@@ -204,20 +216,29 @@ class _Outbox:
                         return
                     self._lock.wait()
                 sequence = self._ready.popleft()
-                sequence.queued = False
+                sequence.queued, sequence.sending = False, True
                 cut = sequence.first_cut
                 if cut is not None and cut != (-1, -1):
                     sequence.first_cut = (-1, -1)  # done: later packs may merge
                     text, ids, final = sequence.out_text[: cut[0]], sequence.out_ids[: cut[1]], None
                     sequence.out_text = sequence.out_text[cut[0] :]
                     sequence.out_ids = sequence.out_ids[cut[1] :]
-                    if sequence.out_text or sequence.out_ids or sequence.out_final:
-                        self._enqueue(sequence)
                 else:
                     text, ids, final = sequence.out_text, sequence.out_ids, sequence.out_final
                     sequence.out_text, sequence.out_ids, sequence.out_final = "", [], None
                 probe, sequence.probe = sequence.probe, False
-            self._deliver(sequence, text, ids, final, probe)
+            try:
+                self._deliver(sequence, text, ids, final, probe)
+            finally:
+                with self._lock:
+                    sequence.sending = False
+                    if (
+                        sequence.out_text
+                        or sequence.out_ids
+                        or sequence.out_final
+                        or sequence.probe
+                    ):
+                        self._enqueue(sequence)
 
     def _deliver(
         self, sequence: _Sequence, text: str, ids: list[int], final: Chunk | None, probe: bool
@@ -286,7 +307,7 @@ class Engine:
         self._running = True
         if len(self._lanes) > 1:
             self._pool = ThreadPoolExecutor(len(self._lanes) - 1, "tollgate-lane")
-        self._outbox = _Outbox()
+        self._outbox = _Outbox(self.config.senders)
         self._thread = threading.Thread(target=self._loop, name="tollgate-engine", daemon=True)
         self._thread.start()
 

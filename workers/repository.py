@@ -63,6 +63,7 @@ def model_config(name: str, versions: Iterable[int], settings: WorkerSettings) -
         "max_queue": settings.worker_max_queue,
         "tokens_per_response": settings.worker_tokens_per_response,
         "response_interval_ms": settings.worker_response_interval_ms,
+        "senders": settings.worker_senders,
         "lanes": settings.worker_lanes,
         "threads": settings.worker_threads,
         "grace_s": settings.triton_exit_timeout_s,

@@ -173,6 +173,7 @@ class TritonPythonModel:
                 tokens_per_response=int(params.get("tokens_per_response", "8")),
                 response_interval_s=float(params.get("response_interval_ms", "20")) / 1000,
                 lanes=lanes,
+                senders=int(params.get("senders", "3")),
             ),
             on_failure=self._engine_failed,
         )

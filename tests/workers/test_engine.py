@@ -72,6 +72,49 @@ def test_responses_merge_when_the_client_is_slower_than_decoding() -> None:
     assert max(len(c.token_ids) for c in chunks) > 2
 
 
+class _Watched(ListSink):
+    """A slow sink that notes sends overlapping across requests, or within its own request."""
+
+    active = 0
+    across = False
+
+    def __init__(self) -> None:
+        super().__init__(send_delay_s=0.003)
+        self.mine = 0
+        self.within = False
+
+    def send(self, chunk: object) -> None:
+        type(self).active += 1  # += and -= each run under the GIL
+        self.mine += 1
+        type(self).across |= type(self).active > 1
+        self.within |= self.mine > 1
+        try:
+            super().send(chunk)
+        finally:
+            self.mine -= 1
+            type(self).active -= 1
+
+
+def test_several_senders_overlap_across_requests_and_keep_each_in_order() -> None:
+    prompts = [f"{c * 3} go" for c in "abcdefgh"]
+    alone_engine = _engine(FakeDecoder())
+    alone = [_run(alone_engine, p, max_tokens=30)[0] for p in prompts]
+    alone_engine.stop()
+    engine = _engine(FakeDecoder(step_delay_s=0.001), tokens_per_response=1, senders=3)
+    sinks = [_Watched() for _ in prompts]
+    for prompt, sink in zip(prompts, sinks, strict=True):
+        engine.submit(
+            GenerationRequest(prompt=prompt, params=SamplingParams(max_tokens=30, temperature=0)),
+            sink,
+        )
+    chunks = [_chunks(s) for s in sinks]
+    engine.stop()
+    assert ["".join(c.text for c in each) for each in chunks] == alone, "in order, none lost"
+    assert all([c.final for c in each] == [False] * (len(each) - 1) + [True] for each in chunks)
+    assert _Watched.across, "responses to different requests were sent at the same time"
+    assert not any(s.within for s in sinks), "never two sends at once for one request"
+
+
 @pytest.mark.parametrize("lanes", [1, 2, 3])
 def test_requests_joining_a_running_batch_get_what_they_would_get_alone(lanes: int) -> None:
     prompts = [

@@ -40,7 +40,9 @@ def test_this_machine_plans_from_the_cores_it_may_use() -> None:
     assert threads >= 1 if lanes > 1 else threads == 0
 
 
-def test_the_model_configuration_carries_lanes_and_threads() -> None:
-    config = model_config("gen", [1], WorkerSettings(worker_lanes=3, worker_threads=2))
+def test_the_model_configuration_carries_lanes_threads_and_senders() -> None:
+    settings = WorkerSettings(worker_lanes=3, worker_threads=2, worker_senders=4)
+    config = model_config("gen", [1], settings)
     assert 'key: "lanes" value: { string_value: "3" }' in config
+    assert 'key: "senders" value: { string_value: "4" }' in config
     assert 'key: "threads" value: { string_value: "2" }' in config

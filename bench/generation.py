@@ -3,10 +3,14 @@
 For each concurrency level, the same requests (greedy, `--max-tokens` new tokens each, all
 arriving at once) are served three ways on the same weights, in one run, the first two
 interleaved over `--rounds` rounds (tokens/s is all tokens over all the rounds' time; each
-round's own ratio is shown as a range, since one round on a shared machine says little):
+round's own ratio is shown as a range, since one round on a shared machine says little), and
+the engine alone (`--skip-engine` leaves it out):
 
 - triton:       `python -m workers`'s generate model in a real tritonserver, gRPC streaming
                 with the gateway's own client (`gateway.upstream.Endpoint`, kept streams);
+- engine:       the worker's engine in this process with no server (the lanes and threads the
+                worker would plan, responses handed to in-memory sinks), which splits the
+                gap to the ceiling between the engine and the server around it;
 - ort-batched:  ONNX Runtime's raw batched decode with no server: one prefill and one decode
                 loop over the whole batch (the ceiling);
 - transformers: Hugging Face `generate()` serving the requests one after another, as a
@@ -25,6 +29,7 @@ import asyncio
 import math
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +45,13 @@ from bench.registry import newest_ready
 from gateway.upstream import Endpoint, GenerateCall, infer_request, parse_response
 from trainer.checkpoint import load_model
 from trainer.export_hf import export_hf
-from workers.artifacts import resolve
+from workers.artifacts import ServedArtifact, resolve
 from workers.cli import prepare, server_for
 from workers.config import WorkerSettings
+from workers.engine import Chunk, Engine, EngineConfig, GenerationRequest
 from workers.kvbatch import KVBatch
-from workers.runtime import OnnxDecoder
+from workers.runtime import OnnxDecoder, plan_lanes
+from workers.sampling import SamplingParams
 
 
 @dataclass
@@ -140,6 +147,41 @@ def bench_triton(
     return m
 
 
+class _Collect:
+    """An engine sink that notes when text arrives, as the Triton client does."""
+
+    def __init__(self, m: Measurement, start: float) -> None:
+        self.m, self.start, self.last, self.done = m, start, start, threading.Event()
+
+    def send(self, chunk: Chunk) -> None:
+        count, now = len(chunk.token_ids), time.perf_counter()
+        if count:
+            if self.last == self.start:
+                self.m.ttft_s.append(now - self.start)
+            else:
+                self.m.itl_s.extend([(now - self.last) / count] * count)
+            self.last = now
+            self.m.tokens += count
+        if chunk.final:
+            self.done.set()
+
+    def cancelled(self) -> bool:
+        return False
+
+
+def bench_engine(engine: Engine, prompts: list[str], max_tokens: int) -> Measurement:
+    m = Measurement("engine", len(prompts))
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    start = time.perf_counter()
+    sinks = [_Collect(m, start) for _ in prompts]
+    for prompt, sink in zip(prompts, sinks, strict=True):
+        engine.submit(GenerationRequest(prompt=prompt, params=params), sink)
+    for sink in sinks:
+        sink.done.wait(600)
+    m.wall_s = time.perf_counter() - start
+    return m
+
+
 def bench_ort(
     decoder: OnnxDecoder, tokenizer: Tokenizer, prompts: list[str], max_tokens: int
 ) -> Measurement:
@@ -216,6 +258,7 @@ def main() -> None:
         "--rounds", type=int, default=3, help="interleaved rounds of Triton and raw ORT per level"
     )
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--plot", type=Path, help="default: <var_dir>/bench/generation.png")
     args = parser.parse_args()
     console = Console(width=160)
@@ -242,6 +285,7 @@ def main() -> None:
         update={"worker_max_active": max(levels), "worker_max_queue": max(levels)}
     )
     prepare(settings)
+    engine = None if args.skip_engine else start_engine(settings, served, tokenizer, context)
     results: list[Measurement] = []
     console.print(
         f"{args.model} v{args.version}: {served.path.name}, context {context}; "
@@ -256,13 +300,20 @@ def main() -> None:
             bench_triton(*target, prompts, args.max_tokens)
             bench_ort(decoder, tokenizer, prompts, args.max_tokens)
             triton, ort = Measurement("triton", level), Measurement("ort-batched", level)
+            alone = Measurement("engine", level)
+            if engine is not None:
+                bench_engine(engine, prompts, args.max_tokens)
             for _ in range(args.rounds):
                 triton.add(bench_triton(*target, prompts, args.max_tokens))
+                if engine is not None:
+                    alone.add(bench_engine(engine, prompts, args.max_tokens))
                 ort.add(bench_ort(decoder, tokenizer, prompts, args.max_tokens))
-            results += [triton, ort]
+            results += [triton, alone, ort] if engine is not None else [triton, ort]
             if hf is not None:
                 results.append(bench_transformers(hf, tokenizer, prompts, args.max_tokens))
             console.print(f"concurrency {level} done")
+    if engine is not None:
+        engine.stop()
     table = Table(
         "concurrency",
         "system",
@@ -295,6 +346,35 @@ def main() -> None:
     plot = args.plot or settings.var_dir / "bench" / "generation.png"
     save_plot(results, levels, plot)
     console.print(f"plot: {plot}")
+
+
+def start_engine(
+    settings: WorkerSettings, served: ServedArtifact, tokenizer: Tokenizer, context: int
+) -> Engine:
+    """The engine the worker runs, with the same plan, outside any server."""
+    lanes, threads = plan_lanes(
+        lanes=settings.worker_lanes,
+        threads=settings.worker_threads,
+        device=served.device,
+        max_active=settings.worker_max_active,
+    )
+    decoder = OnnxDecoder(
+        served.path, context_length=context, threads=threads, spin=False, providers=served.providers
+    )
+    engine = Engine(
+        decoder=decoder,
+        tokenizer=tokenizer,
+        config=EngineConfig(
+            max_active=settings.worker_max_active,
+            max_queue=settings.worker_max_queue,
+            tokens_per_response=settings.worker_tokens_per_response,
+            response_interval_s=settings.worker_response_interval_ms / 1000,
+            senders=settings.worker_senders,
+            lanes=lanes,
+        ),
+    )
+    engine.start()
+    return engine
 
 
 def save_plot(results: list[Measurement], levels: list[int], path: Path) -> None:

@@ -9,7 +9,7 @@ the engine alone (`--skip-engine` leaves it out):
 - triton:       `python -m workers`'s generate model in a real tritonserver, gRPC streaming
                 with the gateway's own client (`gateway.upstream.Endpoint`, kept streams);
 - engine:       the worker's engine in this process with no server (the lanes and threads the
-                worker would plan, responses handed to in-memory sinks), which splits the
+                worker builds, responses handed to in-memory sinks), which splits the
                 gap to the ceiling between the engine and the server around it;
 - ort-batched:  ONNX Runtime's raw batched decode with no server: one prefill and one decode
                 loop over the whole batch (the ceiling);
@@ -45,13 +45,15 @@ from bench.registry import newest_ready
 from gateway.upstream import Endpoint, GenerateCall, infer_request, parse_response
 from trainer.checkpoint import load_model
 from trainer.export_hf import export_hf
-from workers.artifacts import ServedArtifact, resolve
+from workers.artifacts import resolve
 from workers.cli import prepare, server_for
 from workers.config import WorkerSettings
-from workers.engine import Chunk, Engine, EngineConfig, GenerationRequest
+from workers.engine import Chunk, Engine, GenerationRequest
 from workers.kvbatch import KVBatch
-from workers.runtime import OnnxDecoder, plan_lanes
+from workers.repository import model_parameters
+from workers.runtime import OnnxDecoder
 from workers.sampling import SamplingParams
+from workers.serving import build_engine
 
 
 @dataclass
@@ -285,7 +287,10 @@ def main() -> None:
         update={"worker_max_active": max(levels), "worker_max_queue": max(levels)}
     )
     prepare(settings)
-    engine = None if args.skip_engine else start_engine(settings, served, tokenizer, context)
+    engine = None
+    if not args.skip_engine:
+        engine, _ = build_engine(served, model_parameters(settings))
+        engine.start()
     results: list[Measurement] = []
     console.print(
         f"{args.model} v{args.version}: {served.path.name}, context {context}; "
@@ -346,35 +351,6 @@ def main() -> None:
     plot = args.plot or settings.var_dir / "bench" / "generation.png"
     save_plot(results, levels, plot)
     console.print(f"plot: {plot}")
-
-
-def start_engine(
-    settings: WorkerSettings, served: ServedArtifact, tokenizer: Tokenizer, context: int
-) -> Engine:
-    """The engine the worker runs, with the same plan, outside any server."""
-    lanes, threads = plan_lanes(
-        lanes=settings.worker_lanes,
-        threads=settings.worker_threads,
-        device=served.device,
-        max_active=settings.worker_max_active,
-    )
-    decoder = OnnxDecoder(
-        served.path, context_length=context, threads=threads, spin=False, providers=served.providers
-    )
-    engine = Engine(
-        decoder=decoder,
-        tokenizer=tokenizer,
-        config=EngineConfig(
-            max_active=settings.worker_max_active,
-            max_queue=settings.worker_max_queue,
-            tokens_per_response=settings.worker_tokens_per_response,
-            response_interval_s=settings.worker_response_interval_ms / 1000,
-            senders=settings.worker_senders,
-            lanes=lanes,
-        ),
-    )
-    engine.start()
-    return engine
 
 
 def save_plot(results: list[Measurement], levels: list[int], path: Path) -> None:

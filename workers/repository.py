@@ -55,7 +55,8 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """
 
 
-def model_config(name: str, versions: Iterable[int], settings: WorkerSettings) -> str:
+def model_parameters(settings: WorkerSettings) -> dict[str, str]:
+    """The engine's settings as the model configuration carries them (see workers.serving)."""
     parameters = {
         "artifact": settings.worker_artifact,
         "device": settings.worker_device,
@@ -70,9 +71,13 @@ def model_config(name: str, versions: Iterable[int], settings: WorkerSettings) -
         # Where a version that fails reaches the server's model control (see triton_model).
         "control_url": f"http://{_loopback(settings.triton_host)}:{settings.triton_http_port}",
     }
+    return {key: str(value) for key, value in parameters.items()}
+
+
+def model_config(name: str, versions: Iterable[int], settings: WorkerSettings) -> str:
     lines = "\n".join(
         f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
-        for k, v in parameters.items()
+        for k, v in model_parameters(settings).items()
     )
     return _CONFIG.format(
         name=name, versions=", ".join(str(v) for v in sorted(versions)), parameters=lines

@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from tokenizers import Tokenizer
 
 from workers.artifacts import ArtifactError, resolve
-from workers.engine import Chunk, Engine, EngineConfig, EngineStopped, GenerationRequest, Overloaded
-from workers.runtime import OnnxDecoder, plan_lanes
+from workers.engine import Chunk, EngineStopped, GenerationRequest, Overloaded
 from workers.sampling import InvalidRequest, SamplingParams
+from workers.serving import build_engine
 
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -142,45 +141,12 @@ class TritonPythonModel:
             )
         except (ArtifactError, OSError, ValueError) as exc:
             raise pb_utils.TritonModelException(f"cannot serve {version_dir}: {exc}") from exc
-        context = int(served.manifest.hyperparameters["model"]["context_length"])
-        max_active = int(params.get("max_active", "32"))
-        lanes, threads = plan_lanes(
-            lanes=int(params.get("lanes", "0")),
-            threads=int(params.get("threads", "0")),
-            device=served.device,
-            max_active=max_active,
-        )
-        # Inside Triton the decoder shares the cores with the server's own threads (gRPC,
-        # responses), so a thread pool, where there is one, sleeps when idle instead of
-        # spinning. One session serves every lane: its runs are safe to make at the same time.
-        decoder = OnnxDecoder(
-            served.path,
-            context_length=context,
-            threads=threads,
-            spin=False,
-            providers=served.providers,
-        )
         self._grace_s = float(params.get("grace_s", "10"))
-        tokenizer = Tokenizer.from_file(str(served.tokenizer))
-        # A prompt that contains the text "<|endoftext|>" is text, not a document boundary.
-        tokenizer.encode_special_tokens = True
-        self._engine = Engine(
-            decoder=decoder,
-            tokenizer=tokenizer,
-            config=EngineConfig(
-                max_active=max_active,
-                max_queue=int(params.get("max_queue", "256")),
-                tokens_per_response=int(params.get("tokens_per_response", "8")),
-                response_interval_s=float(params.get("response_interval_ms", "20")) / 1000,
-                lanes=lanes,
-                senders=int(params.get("senders", "3")),
-            ),
-            on_failure=self._engine_failed,
-        )
+        self._engine, plan = build_engine(served, params, on_failure=self._engine_failed)
         self._engine.start()
         pb_utils.Logger.log_info(
             f"serving {served.path.name} of {served.manifest.model} v{served.manifest.version} "
-            f"on {served.device} ({lanes} lanes, {threads or 'auto'} threads each)"
+            f"on {served.device} ({plan})"
         )
 
     def _engine_failed(self, reason: str) -> None:

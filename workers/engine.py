@@ -1,9 +1,10 @@
 """Continuous batching: requests join and leave the running batch at every decode step.
 
-One engine thread owns the decoder. Each turn it admits waiting requests (up to
-`max_active` sequences; newcomers are prefilled together), runs one decode step for every
-active sequence, samples each row with the request's own generator, and streams text out
-through the request's `Sink`, several tokens per response. Finished and cancelled sequences
+The running batch is split into `lanes` sub-batches (one by default), each with its own KV
+cache and its own thread. Each turn a lane admits waiting requests into its free slots
+(newcomers are prefilled together), runs one decode step for its sequences, samples each row
+with the request's own generator, and streams text out through the request's `Sink`, several
+tokens per response. Finished and cancelled sequences
 leave at once, freeing their slot. Past `max_active`, requests wait in a queue of
 `max_queue`; past that, `submit` raises `Overloaded`, which callers turn into 429/503.
 
@@ -15,12 +16,15 @@ cannot keep up, whatever a request has buffered goes out as one response, so the
 responses adapts to load instead of throttling decoding. Asking a client whether it went away
 is an IPC as well; those threads ask too, and the loop reads the answer from a flag.
 
-Lanes: the running batch can be split into `lanes` sub-batches, each with its own KV cache,
-whose decode steps run at the same time on threads of their own (ONNX Runtime releases the
-GIL while it runs). On a CPU, a lane per core with one ONNX Runtime thread each keeps every
-core busy on its own rows; one batch spread over the cores by ONNX Runtime's thread pool
-instead meets at a barrier after every operator, which costs more than it saves for small
-models. A newcomer joins the lane with the fewest rows.
+Lanes run independently: each one's loop (admit, prefill, decode, sample, send) runs on its
+own thread and never waits for the others (ONNX Runtime releases the GIL while it runs, so
+one lane samples while another computes). On a CPU, a lane per core with one ONNX Runtime
+thread each keeps every core busy on its own rows; one batch spread over the cores by ONNX
+Runtime's thread pool instead meets at a barrier after every operator, and lanes stepping in
+lock-step would meet at one after every step: a lane delayed by another process on a shared
+machine would hold up the others. The slots are shared out among the lanes (`max_active`
+split as evenly as it goes), and a lane takes about its fair share of the waiting requests,
+so the lanes stay balanced.
 
 A failing request gets its own error and the others continue. If the loop itself dies, every
 open request gets an error, `healthy` turns false, new requests are refused and `on_failure`
@@ -33,22 +37,18 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 
 from workers.detokenizer import IncrementalDetokenizer
 from workers.kvbatch import KVBatch
-from workers.runtime import Array, Decoder, Ids
+from workers.runtime import Decoder
 from workers.sampling import InvalidRequest, SamplingParams, choose, make_rng
 from workers.stops import StopMatcher
 
 EOT_ID = 0
-
-T = TypeVar("T")
 
 
 class Overloaded(RuntimeError):
@@ -143,11 +143,14 @@ class _Sequence:
 
 
 class _Lane:
-    """A sub-batch: its sequences, row for row with its KV cache."""
+    """A sub-batch: its sequences, row for row with its KV cache, and the thread that runs it."""
 
-    def __init__(self, batch: KVBatch) -> None:
+    def __init__(self, index: int, batch: KVBatch, capacity: int) -> None:
+        self.index, self.batch, self.capacity = index, batch, capacity
         self.rows: list[_Sequence] = []
-        self.batch = batch
+        self.starting: list[_Sequence] = []  # admitted, being prefilled
+        self.steps = 0
+        self.thread: threading.Thread | None = None
 
 
 class _Outbox:
@@ -275,17 +278,19 @@ class Engine:
         self._on_failure = on_failure
         self.config = config or EngineConfig()
         self.clock = clock
-        if self.config.lanes < 1:
-            raise ValueError(f"lanes must be at least 1, got {self.config.lanes}")
+        lanes, slots = self.config.lanes, self.config.max_active
+        if lanes < 1:
+            raise ValueError(f"lanes must be at least 1, got {lanes}")
+        if lanes > slots:
+            raise ValueError(f"{lanes} lanes need at least as many slots, got {slots}")
         self._waiting: collections.deque[_Sequence] = collections.deque()
-        self._lanes = [_Lane(KVBatch(decoder.shape)) for _ in range(self.config.lanes)]
-        self._pool: ThreadPoolExecutor | None = None
+        self._lanes = [
+            _Lane(i, KVBatch(decoder.shape), slots // lanes + (i < slots % lanes))
+            for i in range(lanes)
+        ]
         self._lock = threading.Condition()
-        self._starting: list[_Sequence] = []  # admitted, being prefilled
-        self._steps = 0
         self._running = False
         self._error = ""
-        self._thread: threading.Thread | None = None
         self._outbox: _Outbox | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -303,13 +308,18 @@ class Engine:
     def _active(self) -> list[_Sequence]:
         return [sequence for lane in self._lanes for sequence in lane.rows]
 
+    @property
+    def _starting(self) -> list[_Sequence]:
+        return [sequence for lane in self._lanes for sequence in lane.starting]
+
     def start(self) -> None:
         self._running = True
-        if len(self._lanes) > 1:
-            self._pool = ThreadPoolExecutor(len(self._lanes) - 1, "tollgate-lane")
         self._outbox = _Outbox(self.config.senders)
-        self._thread = threading.Thread(target=self._loop, name="tollgate-engine", daemon=True)
-        self._thread.start()
+        for lane in self._lanes:
+            lane.thread = threading.Thread(
+                target=self._loop, args=(lane,), name=f"tollgate-lane-{lane.index}", daemon=True
+            )
+            lane.thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking requests, let active ones finish for up to `timeout`, fail the rest."""
@@ -317,13 +327,12 @@ class Engine:
         with self._lock:
             self._running = False
             self._lock.notify_all()
-        if self._thread is not None:
-            self._thread.join(max(0.0, deadline - self.clock()))
+        for lane in self._lanes:
+            if lane.thread is not None and lane.thread is not threading.current_thread():
+                lane.thread.join(max(0.0, deadline - self.clock()))
         self._fail_all("the engine was stopped")
         if self._outbox is not None:
             self._outbox.close(max(1.0, deadline - self.clock()))
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
 
     # -- requests ---------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, sink: Sink) -> None:
@@ -356,34 +365,55 @@ class Engine:
             ids = ids[-max(1, context - params.max_tokens) :]
         return ids
 
-    # -- the loop ---------------------------------------------------------------------------
-    def _loop(self) -> None:
+    # -- the loop (one per lane, each on its own thread) -----------------------------------
+    def _loop(self, lane: _Lane) -> None:
         try:
             while True:
-                newcomers = self._admit()
+                newcomers = self._admit(lane)
                 if newcomers is None:
                     return
-                self._drop_cancelled()
+                self._drop_cancelled(lane)
                 if newcomers:
-                    self._prefill(newcomers)
-                if any(lane.rows for lane in self._lanes):
-                    self._decode()
+                    self._prefill(lane, newcomers)
+                if lane.rows:
+                    self._decode(lane)
         except Exception as exc:  # any failure here must reach every open request
-            self._error = f"the generation engine failed: {type(exc).__name__}: {exc}"
-            self._fail_all(self._error)
-            if self._on_failure is not None:
-                self._on_failure(self._error)
+            self._fail(f"the generation engine failed: {type(exc).__name__}: {exc}")
 
-    def _admit(self) -> list[_Sequence] | None:
-        """Take waiting requests into free slots; block while idle; None means stop."""
+    def _fail(self, error: str) -> None:
+        """Stop every lane, then answer every open request with the error (first failure only)."""
         with self._lock:
-            while not self._waiting and not self._active:
-                if not self._running:
+            if self._error:
+                return
+            self._error = error
+            self._lock.notify_all()
+        for lane in self._lanes:  # the others leave at their next turn
+            if lane.thread is not None and lane.thread is not threading.current_thread():
+                lane.thread.join(10.0)
+        self._fail_all(error)
+        if self._on_failure is not None:
+            self._on_failure(error)
+
+    def _admit(self, lane: _Lane) -> list[_Sequence] | None:
+        """Take waiting requests into the lane's free slots, about its fair share of them;
+        block while the lane and the queue are empty; None means stop."""
+        with self._lock:
+            while not self._waiting and not lane.rows:
+                if not self._running or self._error:
                     return None
                 self._lock.wait(0.5)
-            free = self.config.max_active - len(self._active)
-            taken = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
-            self._starting = taken
+            if self._error:
+                return None
+            free = lane.capacity - len(lane.rows)
+            if free and self._waiting:
+                # Share what is running and waiting evenly; a lane behind its share catches
+                # up, and every lane with a free slot takes at least one request.
+                share = -(-(len(self._active) + len(self._waiting)) // len(self._lanes))
+                count = min(free, len(self._waiting), max(1, share - len(lane.rows)))
+                lane.starting = [self._waiting.popleft() for _ in range(count)]
+                if self._waiting:
+                    self._lock.notify()  # another lane may have room for the rest
+            taken = lane.starting
         now = self.clock()
         for sequence in taken:
             sequence.started = now
@@ -396,60 +426,24 @@ class Engine:
             return True
         return False
 
-    def _prefill(self, newcomers: list[_Sequence]) -> None:
-        groups = self._assign(newcomers)
-
-        def prefill(lane: _Lane, group: list[_Sequence]) -> tuple[Array, list[Array], Ids]:
-            ids, mask, positions = KVBatch.prefill_inputs([s.prompt_ids for s in group])
-            empty = KVBatch(self.decoder.shape)._empty(len(group), 0)
-            logits, present = self.decoder.step(ids, mask, positions, empty)
-            return logits, present, mask
-
-        results = self._in_parallel([partial(prefill, lane, group) for lane, group in groups])
+    def _prefill(self, lane: _Lane, newcomers: list[_Sequence]) -> None:
+        ids, mask, positions = KVBatch.prefill_inputs([s.prompt_ids for s in newcomers])
+        empty = KVBatch(self.decoder.shape)._empty(len(newcomers), 0)
+        logits, present = self.decoder.step(ids, mask, positions, empty)
         with self._lock:
-            for (lane, group), (_, present, mask) in zip(groups, results, strict=True):
-                lane.batch.join(present, mask)
-                lane.rows.extend(group)
-            self._starting = []
-        for (lane, group), (logits, _, _) in zip(groups, results, strict=True):
-            self._sample(lane, logits, offset=len(lane.rows) - len(group))
-        self._retire()
+            lane.batch.join(present, mask)
+            lane.rows.extend(newcomers)
+            lane.starting = []
+        self._sample(lane, logits, offset=len(lane.rows) - len(newcomers))
+        self._retire(lane)
 
-    def _assign(self, newcomers: list[_Sequence]) -> list[tuple[_Lane, list[_Sequence]]]:
-        """Each newcomer joins the lane with the fewest rows (counting those placed before it)."""
-        sizes = [len(lane.rows) for lane in self._lanes]
-        groups: dict[int, list[_Sequence]] = {}
-        for sequence in newcomers:
-            index = sizes.index(min(sizes))
-            sizes[index] += 1
-            groups.setdefault(index, []).append(sequence)
-        return [(self._lanes[i], group) for i, group in sorted(groups.items())]
-
-    def _decode(self) -> None:
-        def step(lane: _Lane) -> Array:
-            mask, positions = lane.batch.decode_inputs()
-            ids = np.asarray([[s.pending] for s in lane.rows], dtype=np.int64)
-            logits, present = self.decoder.step(ids, mask, positions, lane.batch.past)
-            lane.batch.advance(present, mask)
-            return logits
-
-        lanes = [lane for lane in self._lanes if lane.rows]
-        results = self._in_parallel([partial(step, lane) for lane in lanes])
-        for lane, logits in zip(lanes, results, strict=True):
-            self._sample(lane, logits, offset=0)
-        self._retire()
-
-    def _in_parallel(self, work: list[Callable[[], T]]) -> list[T]:
-        """Run each callable, the first on this thread and the rest on the lane threads."""
-        if len(work) == 1 or self._pool is None:
-            return [job() for job in work]
-        futures = [self._pool.submit(job) for job in work[1:]]
-        try:
-            first = work[0]()
-        finally:
-            # Every lane's step has finished (or failed) before its state is used again.
-            results = [future.result() for future in futures]
-        return [first, *results]
+    def _decode(self, lane: _Lane) -> None:
+        mask, positions = lane.batch.decode_inputs()
+        ids = np.asarray([[s.pending] for s in lane.rows], dtype=np.int64)
+        logits, present = self.decoder.step(ids, mask, positions, lane.batch.past)
+        lane.batch.advance(present, mask)
+        self._sample(lane, logits, offset=0)
+        self._retire(lane)
 
     def _sample(self, lane: _Lane, logits: np.ndarray, offset: int) -> None:  # type: ignore[type-arg]
         now = self.clock()
@@ -488,30 +482,32 @@ class Engine:
             if sequence.request.stream and due:
                 self._send(sequence, now)
 
-    def _drop_cancelled(self) -> None:
-        """Retire sequences whose client went away. Streams are checked after each response;
-        every few steps the outbox also asks for the requests that send nothing until the end
-        and for those still waiting for a slot."""
-        self._steps += 1
-        if self._steps % self.config.tokens_per_response == 0 and self._outbox is not None:
+    def _drop_cancelled(self, lane: _Lane) -> None:
+        """Retire the lane's sequences whose client went away. Streams are checked after each
+        response; every few steps the outbox also asks for the lane's requests that send
+        nothing until the end, and the first lane asks for those still waiting for a slot."""
+        lane.steps += 1
+        if lane.steps % self.config.tokens_per_response == 0 and self._outbox is not None:
             with self._lock:
-                quiet = [s for s in self._active if not s.request.stream] + list(self._waiting)
+                quiet = [s for s in lane.rows if not s.request.stream]
+                if lane.index == 0:
+                    quiet += self._waiting
             self._outbox.probe(quiet)
-        for sequence in self._active:
+        for sequence in lane.rows:
             if sequence.gone and not sequence.finish_reason:
                 sequence.finish_reason = "cancelled"
-        self._retire()
+        self._retire(lane)
 
-    def _retire(self) -> None:
-        for lane in self._lanes:
-            keep = [i for i, s in enumerate(lane.rows) if not s.finish_reason]
-            if len(keep) == len(lane.rows):
-                continue
-            for sequence in lane.rows:
-                if sequence.finish_reason:
-                    self._send_final(sequence)
+    def _retire(self, lane: _Lane) -> None:
+        keep = [i for i, s in enumerate(lane.rows) if not s.finish_reason]
+        if len(keep) == len(lane.rows):
+            return
+        for sequence in lane.rows:
+            if sequence.finish_reason:
+                self._send_final(sequence)
+        with self._lock:
             lane.rows = [lane.rows[i] for i in keep]
-            lane.batch.keep(keep)
+        lane.batch.keep(keep)
 
     # -- responses --------------------------------------------------------------------------
     def _send(self, sequence: _Sequence, now: float, final: Chunk | None = None) -> None:
@@ -554,7 +550,8 @@ class Engine:
         with self._lock:
             doomed = self._active + self._starting + list(self._waiting)
             for lane in self._lanes:
-                lane.rows, lane.batch = [], KVBatch(self.decoder.shape)
-            self._starting, self._waiting = [], collections.deque()
+                lane.rows, lane.starting = [], []
+                lane.batch = KVBatch(self.decoder.shape)
+            self._waiting = collections.deque()
         for sequence in doomed:
             self._post(sequence, "", [], Chunk(final=True, error=message, finish_reason="error"))

@@ -43,6 +43,7 @@ class FakeDecoder:
     step_delay_s: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
     threads: set[str] = field(default_factory=set)  # where steps ran
+    sizes_by_thread: dict[str, list[int]] = field(default_factory=dict)  # batch sizes, in order
     overlapped: bool = False  # two steps were running at the same moment
     _running: int = 0
 
@@ -65,6 +66,9 @@ class FakeDecoder:
         finally:
             self._running -= 1
         self.batch_sizes.append(input_ids.shape[0])
+        self.sizes_by_thread.setdefault(threading.current_thread().name, []).append(
+            input_ids.shape[0]
+        )
         if self.fail_after_steps and len(self.batch_sizes) > self.fail_after_steps:
             raise RuntimeError("decoder exploded")
         new = input_ids.astype(np.float32)[:, None, :, None]

@@ -1,13 +1,15 @@
 """What the gateway adds: Triton called directly vs through the gateway, interleaved, one run.
 
-The same non-streamed requests go to the same Triton two ways: straight over gRPC (the
-gateway's own Triton client, `gateway.upstream.Endpoint`, on kept streams), and over HTTP
+The same non-streamed requests go to the same Triton three ways: straight over gRPC (the
+gateway's own Triton client, `gateway.upstream.Endpoint`, on kept streams); over HTTP
 (`aiohttp`, a lean load generator) through a gateway process with everything on (JWT auth, the
-Redis rate limit when Redis answers, metrics, logs).
-Rounds alternate between the two, at concurrency 1, 16 and 64, against an instant echo model
+Redis rate limit when Redis answers, metrics, logs); and over HTTP through `bench.floor`, the
+least a Python gateway can do (the same server stack and Triton client, no features), which
+splits what the gateway adds into the HTTP-to-gRPC hop itself and the gateway's features.
+Rounds alternate between the three, at concurrency 1, 16 and 64, against an instant echo model
 (so the difference is the gateway's) and against the real model. It prints requests/s,
-p50/p99 latency, what the gateway adds at p50/p99, the gateway process's CPU time per request
-(from /proc) and the load generator's own, and saves a plot. Usage:
+p50/p99 latency, what the gateway and the floor add at p50/p99, each process's CPU time per
+request (from /proc) and the load generator's own, and saves a plot. Usage:
 
     python -m bench.gateway --model code-gpt --concurrency 1,16,64 --requests 200
 
@@ -63,6 +65,9 @@ __all__ = ["TritonPythonModel"]
 '''
 
 
+SYSTEMS = ("direct", "gateway", "floor")
+
+
 @dataclass
 class Round:
     target: str
@@ -70,7 +75,7 @@ class Round:
     concurrency: int
     latencies: list[float] = field(default_factory=list)
     wall_s: float = 0.0
-    cpu_s: float = 0.0  # the gateway process's CPU time in this round
+    cpu_s: float = 0.0  # the serving process's CPU time in this round (gateway or floor)
     client_cpu_s: float = 0.0  # this process's (the load generator's)
 
     def pct(self, q: float) -> float:
@@ -185,7 +190,18 @@ async def run_round(
             await answer.read()
         return time.perf_counter() - start
 
-    send = direct if kind == "direct" else through_gateway
+    floor_payload = json.dumps({**body, "model": model, "version": version}).encode()
+
+    async def through_floor() -> float:
+        start = time.perf_counter()
+        async with http.post(
+            endpoints["floor"], data=floor_payload, headers={"Content-Type": "application/json"}
+        ) as answer:
+            answer.raise_for_status()
+            await answer.read()
+        return time.perf_counter() - start
+
+    send = {"direct": direct, "gateway": through_gateway, "floor": through_floor}[kind]
 
     async def worker() -> None:
         while True:
@@ -195,7 +211,7 @@ async def run_round(
                 return
             result.latencies.append(await send())
 
-    pid = endpoints["gateway_pid"]
+    pid = endpoints["floor_pid"] if kind == "floor" else endpoints["gateway_pid"]
     cpu0, client0, started = _cpu(pid), time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(level)))
     result.wall_s, result.cpu_s = time.perf_counter() - started, _cpu(pid) - cpu0
@@ -215,7 +231,7 @@ def main() -> None:
     parser.add_argument("--only-echo", action="store_true", help="skip the real model")
     parser.add_argument("--plot", type=Path, help="default: <var_dir>/bench/gateway.png")
     args = parser.parse_args()
-    console = Console(width=180)
+    console = Console(width=230)
     base = GatewaySettings()
     levels = [int(c) for c in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
@@ -248,44 +264,59 @@ def main() -> None:
         gateway = subprocess.Popen(
             [sys.executable, *prefix, "-m", "gateway", "serve"], env=env, stdout=subprocess.DEVNULL
         )
+        floor_port, grpc = free_port(), triton.grpc_url
+        floor = subprocess.Popen(
+            [sys.executable, "-m", "bench.floor", "--port", str(floor_port), "--grpc", grpc],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
         try:
             gateway_url = f"http://127.0.0.1:{settings.port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{gateway_url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the gateway did not become ready")
-                time.sleep(0.2)
+            floor_url = f"http://127.0.0.1:{floor_port}/generate"
+            _wait_until_up(f"{gateway_url}/readyz", "the gateway", want=200)
+            _wait_until_up(floor_url, "bench.floor", want=400)  # up: it refuses an empty body
             endpoints = {
                 "gateway": gateway_url,
+                "floor": floor_url,
                 "grpc": triton.grpc_url,
                 "token": token,
                 "gateway_pid": gateway.pid,
+                "floor_pid": floor.pid,
             }
             targets = [("echo", 1)] if args.only_echo else [("echo", 1), (args.model, version)]
             for target in targets:
                 for level in levels:
                     count = args.requests if target[0] == "echo" else max(level, args.requests // 4)
-                    for kind in ("direct", "gateway"):  # warm-up
+                    for kind in SYSTEMS:  # warm-up
                         asyncio.run(run_round(kind, target, level, level, endpoints))
                     for _ in range(args.rounds):
-                        for kind in ("direct", "gateway"):
+                        for kind in SYSTEMS:
                             results.append(
                                 asyncio.run(run_round(kind, target, level, count, endpoints))
                             )
                     console.print(f"{target[0]} at concurrency {level} done")
         finally:
-            gateway.terminate()
-            gateway.wait(30)
+            for process in (gateway, floor):
+                process.terminate()
+                process.wait(30)
     shutil.rmtree(work, ignore_errors=True)
     console.print(report(results, levels, targets))
     plot = args.plot or base.var_dir / "bench" / "gateway.png"
     save_plot(results, levels, plot)
     console.print(f"plot: {plot}")
+
+
+def _wait_until_up(url: str, what: str, want: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == want:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not become ready")
+        time.sleep(0.2)
 
 
 def _merge(rounds: list[Round]) -> Round:
@@ -309,6 +340,9 @@ def report(results: list[Round], levels: list[int], targets: list[tuple[str, int
         "added p50 ms",
         "added p99 ms",
         "gateway CPU ms/req",
+        "floor req/s",
+        "floor adds p50 / p99 ms",
+        "floor CPU ms/req",
         "client CPU ms/req direct/gateway",
     )
     for model, _ in targets:
@@ -316,6 +350,7 @@ def report(results: list[Round], levels: list[int], targets: list[tuple[str, int
             rows = [r for r in results if r.target == model and r.concurrency == level]
             d = _merge([r for r in rows if r.system == "direct"])
             g = _merge([r for r in rows if r.system == "gateway"])
+            f = _merge([r for r in rows if r.system == "floor"])
             table.add_row(
                 model,
                 str(level),
@@ -326,6 +361,9 @@ def report(results: list[Round], levels: list[int], targets: list[tuple[str, int
                 f"{g.pct(50) - d.pct(50):.2f}",
                 f"{g.pct(99) - d.pct(99):.2f}",
                 f"{g.cpu_s / len(g.latencies) * 1000:.2f}",
+                f"{len(f.latencies) / f.wall_s:,.0f}",
+                f"{f.pct(50) - d.pct(50):.2f} / {f.pct(99) - d.pct(99):.2f}",
+                f"{f.cpu_s / len(f.latencies) * 1000:.2f}",
                 f"{d.client_cpu_s / len(d.latencies) * 1000:.2f} / "
                 f"{g.client_cpu_s / len(g.latencies) * 1000:.2f}",
             )
@@ -342,7 +380,7 @@ def save_plot(results: list[Round], levels: list[int], path: Path) -> None:
     targets = list(dict.fromkeys(r.target for r in results))
     fig, axes = plt.subplots(1, len(targets), figsize=(5.5 * len(targets), 4), squeeze=False)
     for axis, model in zip(axes[0], targets, strict=True):
-        for system in ("direct", "gateway"):
+        for system in SYSTEMS:
             p50 = [
                 statistics.median(
                     x

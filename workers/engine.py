@@ -405,19 +405,24 @@ class Engine:
             if self._error:
                 return None
             free = lane.capacity - len(lane.rows)
+            taken: list[_Sequence] = []
             if free and self._waiting:
                 # Share what is running and waiting evenly; a lane behind its share catches
                 # up, and every lane with a free slot takes at least one request.
                 share = -(-(len(self._active) + len(self._waiting)) // len(self._lanes))
                 count = min(free, len(self._waiting), max(1, share - len(lane.rows)))
-                lane.starting = [self._waiting.popleft() for _ in range(count)]
+                taken = [self._waiting.popleft() for _ in range(count)]
                 if self._waiting:
                     self._lock.notify()  # another lane may have room for the rest
-            taken = lane.starting
+            lane.starting = taken  # until prefilled (or found cancelled before it)
         now = self.clock()
         for sequence in taken:
             sequence.started = now
-        return [s for s in taken if not self._cancelled_before_start(s)]
+        kept = [s for s in taken if not self._cancelled_before_start(s)]
+        if len(kept) < len(taken):
+            with self._lock:  # the cancelled ones hold no place while the lane waits
+                lane.starting = kept
+        return kept
 
     def _cancelled_before_start(self, sequence: _Sequence) -> bool:
         if sequence.gone:

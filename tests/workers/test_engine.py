@@ -312,3 +312,35 @@ def test_requests_being_prefilled_when_the_loop_dies_get_their_error_too() -> No
 def test_an_engine_needs_a_lane() -> None:
     with pytest.raises(ValueError, match="lanes must be at least 1"):
         Engine(decoder=FakeDecoder(), tokenizer=CharTokenizer(), config=EngineConfig(lanes=0))
+
+
+class _GoneSink(ListSink):
+    """A client that went away while its request waited for a slot."""
+
+    def cancelled(self) -> bool:
+        return True
+
+
+def test_a_request_cancelled_while_waiting_never_starts_and_frees_its_place() -> None:
+    gate = threading.Event()
+    engine = _engine(FakeDecoder(gate=gate), max_active=1, max_queue=1, tokens_per_response=1)
+    first = ListSink()
+    engine.submit(
+        GenerationRequest(prompt="abc", params=SamplingParams(max_tokens=8, temperature=0)), first
+    )
+    gone = _GoneSink()
+    engine.submit(
+        GenerationRequest(prompt="xyz", params=SamplingParams(max_tokens=8, temperature=0)), gone
+    )
+    gate.set()
+    assert _chunks(first)[-1].finish_reason == "length"
+    final = _chunks(gone)[-1]
+    assert (final.finish_reason, final.completion_tokens) == ("cancelled", 0)
+    # Its place is free again: one running and one waiting fit, as before.
+    later = [ListSink(), ListSink()]
+    for sink in later:
+        engine.submit(
+            GenerationRequest(prompt="a", params=SamplingParams(max_tokens=2, temperature=0)), sink
+        )
+    assert all(_chunks(s)[-1].finish_reason == "length" for s in later)
+    engine.stop()

@@ -322,20 +322,24 @@ class _GoneSink(ListSink):
 
 
 def test_a_request_cancelled_while_waiting_never_starts_and_frees_its_place() -> None:
-    gate = threading.Event()
-    engine = _engine(FakeDecoder(gate=gate), max_active=1, max_queue=1, tokens_per_response=1)
+    # The first request's 20 steps take 100 ms; the waiting one is asked about every step.
+    decoder = FakeDecoder(step_delay_s=0.005)
+    engine = _engine(decoder, max_active=1, max_queue=1, tokens_per_response=1)
     first = ListSink()
     engine.submit(
-        GenerationRequest(prompt="abc", params=SamplingParams(max_tokens=8, temperature=0)), first
+        GenerationRequest(prompt="abc", params=SamplingParams(max_tokens=20, temperature=0)), first
     )
     gone = _GoneSink()
     engine.submit(
         GenerationRequest(prompt="xyz", params=SamplingParams(max_tokens=8, temperature=0)), gone
     )
-    gate.set()
     assert _chunks(first)[-1].finish_reason == "length"
     final = _chunks(gone)[-1]
     assert (final.finish_reason, final.completion_tokens) == ("cancelled", 0)
+    deadline = time.monotonic() + 2
+    while engine._starting and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert engine._starting == [], "the idle lane holds nothing as starting"
     # Its place is free again: one running and one waiting fit, as before.
     later = [ListSink(), ListSink()]
     for sink in later:

@@ -409,7 +409,8 @@ class Engine:
             if free and self._waiting:
                 # Share what is running and waiting evenly; a lane behind its share catches
                 # up, and every lane with a free slot takes at least one request.
-                share = -(-(len(self._active) + len(self._waiting)) // len(self._lanes))
+                placed = len(self._active) + len(self._starting)  # other lanes' newcomers too
+                share = -(-(placed + len(self._waiting)) // len(self._lanes))
                 count = min(free, len(self._waiting), max(1, share - len(lane.rows)))
                 taken = [self._waiting.popleft() for _ in range(count)]
                 if self._waiting:

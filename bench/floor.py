@@ -18,10 +18,9 @@ import json
 from typing import Any
 
 import uvicorn
+from starlette.types import Receive, Scope, Send
 
 from gateway.upstream import Endpoint, GenerateCall, infer_request, parse_response
-
-Scope = dict[str, Any]
 
 
 class Floor:
@@ -29,7 +28,7 @@ class Floor:
         self.grpc_url = grpc_url
         self.endpoint: Endpoint | None = None
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -67,7 +66,7 @@ class Floor:
         await _answer(send, 200, {"completion": "".join(text)})
 
 
-async def _answer(send: Any, status: int, document: dict[str, Any]) -> None:
+async def _answer(send: Send, status: int, document: dict[str, Any]) -> None:
     body = json.dumps(document).encode()
     await send(
         {

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from tritonclient.grpc import service_pb2
 
+from bench.floor import Floor
 from bench.generation import bench_engine
 from registry import migrate
 from registry.config import RegistrySettings
@@ -50,3 +58,39 @@ def test_the_engine_alone_is_measured_like_the_server() -> None:
     assert len(m.ttft_s) == 3
     assert len(m.itl_s) == 3 * 11, "every token after the first has an inter-token time"
     assert m.wall_s > 0
+
+
+def test_the_floor_forwards_the_gateways_request_and_answers_the_completion() -> None:
+
+    sent: list[Any] = []
+
+    class Endpoint:
+        async def stream(
+            self, request: Any, timeout_s: float
+        ) -> AsyncIterator[service_pb2.ModelInferResponse]:
+            sent.append(request)
+            for text in ("def ", "add"):
+                response = service_pb2.ModelInferResponse(model_name="gen", model_version="3")
+                response.outputs.add(name="text_output", datatype="BYTES", shape=[1])
+                response.raw_output_contents.append(struct.pack("<I", len(text)) + text.encode())
+                yield response
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        floor = Floor("unused")
+        floor.endpoint = Endpoint()  # type: ignore[assignment]
+        transport = httpx.ASGITransport(app=floor)
+        async with httpx.AsyncClient(transport=transport, base_url="http://floor") as client:
+            good = await client.post(
+                "/generate",
+                content=json.dumps(
+                    {"model": "gen", "version": 3, "prompt": "x", "max_tokens": 4}
+                ).encode(),
+            )
+            bad = await client.post("/generate", content=b"{}")
+        return good, bad
+
+    good, bad = asyncio.run(scenario())
+    assert (good.status_code, good.json()) == (200, {"completion": "def add"})
+    assert (sent[0].model_name, sent[0].model_version) == ("gen", "3")
+    assert bad.status_code == 400
+    assert "bad request" in bad.json()["error"]

@@ -40,6 +40,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench import stop_cleanly_on_sigterm
 from bench.registry import newest_ready
 from gateway.auth import TokenService
 from gateway.config import GatewaySettings
@@ -231,6 +232,7 @@ def main() -> None:
     parser.add_argument("--only-echo", action="store_true", help="skip the real model")
     parser.add_argument("--plot", type=Path, help="default: <var_dir>/bench/gateway.png")
     args = parser.parse_args()
+    stop_cleanly_on_sigterm()
     console = Console(width=230)
     base = GatewaySettings()
     levels = [int(c) for c in args.concurrency.split(",")]

@@ -41,6 +41,7 @@ from rich.console import Console
 from rich.table import Table
 from tokenizers import Tokenizer
 
+from bench import stop_cleanly_on_sigterm
 from bench.registry import newest_ready
 from gateway.upstream import Endpoint, GenerateCall, infer_request, parse_response
 from trainer.checkpoint import load_model
@@ -263,6 +264,7 @@ def main() -> None:
     parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--plot", type=Path, help="default: <var_dir>/bench/generation.png")
     args = parser.parse_args()
+    stop_cleanly_on_sigterm()
     console = Console(width=160)
     settings = WorkerSettings()
     if args.version is None:

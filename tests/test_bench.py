@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,9 @@ from registry import migrate
 from registry.config import RegistrySettings
 from registry.db import connect
 from tests.cli import run_module
+from tests.published import ROOT
 from tests.workers.fakes import CharTokenizer, FakeDecoder
+from workers.config import WorkerSettings
 from workers.engine import Engine, EngineConfig
 
 
@@ -94,3 +100,76 @@ def test_the_floor_forwards_the_gateways_request_and_answers_the_completion() ->
     assert (sent[0].model_name, sent[0].model_version) == ("gen", "3")
     assert bad.status_code == 400
     assert "bad request" in bad.json()["error"]
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is `pid`: {pid: command name}."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm, rest = (entry / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if int(rest.split()[1]) == pid:
+            found[int(entry.name)] = comm.split("(", 1)[1]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_a_benchmark_stopped_with_sigterm_stops_the_servers_it_started(
+    published: WorkerSettings, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "TOLLGATE_VAR_DIR": str(published.var_dir),
+        "TOLLGATE_DATABASE_URL": published.database_url,
+        "TOLLGATE_MODEL_REPOSITORY": str(published.model_repository),
+        "TOLLGATE_TRITON_HOME": str(published.triton_path),
+    }
+    command = ["bench.gateway", "--model", "gen", "--only-echo", "--concurrency", "1"]
+    log = (tmp_path / "bench.log").open("wb")
+    bench = subprocess.Popen(
+        [sys.executable, "-m", *command, "--requests", "100000", "--rounds", "100"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    started: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and bench.poll() is None:
+            started = _children(bench.pid)
+            if {"tritonserver", "python"} <= set(started.values()) and len(started) >= 3:
+                break  # Triton, the gateway and the floor are up
+            time.sleep(0.5)
+        assert bench.poll() is None, (tmp_path / "bench.log").read_text()
+        assert "tritonserver" in started.values(), f"servers not started: {started}"
+        time.sleep(2)  # the rounds are running
+        bench.send_signal(signal.SIGTERM)
+        bench.wait(60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(pid) for pid in started):
+            time.sleep(0.2)
+        left = {pid: name for pid, name in started.items() if _alive(pid)}
+        assert not left, f"still running after the benchmark was stopped: {left}"
+        assert bench.returncode == 128 + signal.SIGTERM
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        for pid in started:  # a failed run leaves nothing behind either
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        log.close()

@@ -4,9 +4,9 @@ The running batch is split into `lanes` sub-batches (one by default), each with 
 cache and its own thread. Each turn a lane admits waiting requests into its free slots
 (newcomers are prefilled together), runs one decode step for its sequences, samples each row
 with the request's own generator, and streams text out through the request's `Sink`, several
-tokens per response. Finished and cancelled sequences
-leave at once, freeing their slot. Past `max_active`, requests wait in a queue of
-`max_queue`; past that, `submit` raises `Overloaded`, which callers turn into 429/503.
+tokens per response. Finished and cancelled sequences leave at once, freeing their slot. Past
+`max_active`, requests wait in a queue of `max_queue`; past that, `submit` raises
+`Overloaded`, which callers turn into 429/503.
 
 Responses leave on threads of their own (`_Outbox`, `senders` of them): handing a response to
 a client costs an IPC round trip in Triton's python backend, longer than a decode step of a

@@ -327,12 +327,16 @@ class Engine:
         with self._lock:
             self._running = False
             self._lock.notify_all()
-        for lane in self._lanes:
-            if lane.thread is not None and lane.thread is not threading.current_thread():
-                lane.thread.join(max(0.0, deadline - self.clock()))
+        self._join_lanes(deadline)
         self._fail_all("the engine was stopped")
         if self._outbox is not None:
             self._outbox.close(max(1.0, deadline - self.clock()))
+
+    def _join_lanes(self, deadline: float) -> None:
+        """Wait until `deadline` for every lane's thread but the caller's own to end."""
+        for lane in self._lanes:
+            if lane.thread is not None and lane.thread is not threading.current_thread():
+                lane.thread.join(max(0.0, deadline - self.clock()))
 
     # -- requests ---------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, sink: Sink) -> None:
@@ -387,9 +391,7 @@ class Engine:
                 return
             self._error = error
             self._lock.notify_all()
-        for lane in self._lanes:  # the others leave at their next turn
-            if lane.thread is not None and lane.thread is not threading.current_thread():
-                lane.thread.join(10.0)
+        self._join_lanes(self.clock() + 10.0)  # the others leave at their next turn
         self._fail_all(error)
         if self._on_failure is not None:
             self._on_failure(error)
@@ -415,22 +417,15 @@ class Engine:
                 taken = [self._waiting.popleft() for _ in range(count)]
                 if self._waiting:
                     self._lock.notify()  # another lane may have room for the rest
-            lane.starting = taken  # until prefilled (or found cancelled before it)
+            # Until prefilled; one whose client already went away never takes a place.
+            lane.starting = kept = [s for s in taken if not s.gone]
         now = self.clock()
         for sequence in taken:
             sequence.started = now
-        kept = [s for s in taken if not self._cancelled_before_start(s)]
-        if len(kept) < len(taken):
-            with self._lock:  # the cancelled ones hold no place while the lane waits
-                lane.starting = kept
+            if sequence.gone:
+                sequence.finish_reason = "cancelled"
+                self._send_final(sequence)
         return kept
-
-    def _cancelled_before_start(self, sequence: _Sequence) -> bool:
-        if sequence.gone:
-            sequence.finish_reason = "cancelled"
-            self._send_final(sequence)
-            return True
-        return False
 
     def _prefill(self, lane: _Lane, newcomers: list[_Sequence]) -> None:
         ids, mask, positions = KVBatch.prefill_inputs([s.prompt_ids for s in newcomers])

@@ -82,6 +82,16 @@ class Round:
     def pct(self, q: float) -> float:
         return float(np.percentile(self.latencies, q)) * 1000
 
+    def rate(self) -> str:
+        return f"{len(self.latencies) / self.wall_s:,.0f}"
+
+    def cpu_ms(self) -> str:
+        """The serving process's CPU time per request."""
+        return f"{self.cpu_s / len(self.latencies) * 1000:.2f}"
+
+    def client_cpu_ms(self) -> str:
+        return f"{self.client_cpu_s / len(self.latencies) * 1000:.2f}"
+
 
 def build(settings: GatewaySettings, model: str, work: Path) -> tuple[GatewaySettings, int]:
     """A registry and repository in `work` holding the echo model and `model`'s newest version."""
@@ -158,12 +168,10 @@ async def run_round(
     for i in range(count):
         queue.put_nowait(i)
     http = aiohttp.ClientSession(
-        base_url=endpoints["gateway"],
         headers={"Authorization": f"Bearer {endpoints['token']}"},
         connector=aiohttp.TCPConnector(limit=level),
         timeout=aiohttp.ClientTimeout(total=120),
     )
-    payload = json.dumps({**body, "model": model}).encode()
     triton = Endpoint(endpoints["grpc"])
 
     call = GenerateCall(
@@ -182,27 +190,21 @@ async def run_round(
             pass
         return time.perf_counter() - start
 
-    async def through_gateway() -> float:
+    # Over HTTP: the gateway routes by model; the floor is told the version too.
+    url = endpoints["gateway"] + "/v1/generate" if kind == "gateway" else endpoints["floor"]
+    fields = {"model": model} if kind == "gateway" else {"model": model, "version": version}
+    payload = json.dumps({**body, **fields}).encode()
+
+    async def over_http() -> float:
         start = time.perf_counter()
         async with http.post(
-            "/v1/generate", data=payload, headers={"Content-Type": "application/json"}
+            url, data=payload, headers={"Content-Type": "application/json"}
         ) as answer:
             answer.raise_for_status()
             await answer.read()
         return time.perf_counter() - start
 
-    floor_payload = json.dumps({**body, "model": model, "version": version}).encode()
-
-    async def through_floor() -> float:
-        start = time.perf_counter()
-        async with http.post(
-            endpoints["floor"], data=floor_payload, headers={"Content-Type": "application/json"}
-        ) as answer:
-            answer.raise_for_status()
-            await answer.read()
-        return time.perf_counter() - start
-
-    send = {"direct": direct, "gateway": through_gateway, "floor": through_floor}[kind]
+    send = direct if kind == "direct" else over_http
 
     async def worker() -> None:
         while True:
@@ -356,18 +358,17 @@ def report(results: list[Round], levels: list[int], targets: list[tuple[str, int
             table.add_row(
                 model,
                 str(level),
-                f"{len(d.latencies) / d.wall_s:,.0f}",
-                f"{len(g.latencies) / g.wall_s:,.0f}",
+                d.rate(),
+                g.rate(),
                 f"{d.pct(50):.2f} / {d.pct(99):.2f}",
                 f"{g.pct(50):.2f} / {g.pct(99):.2f}",
                 f"{g.pct(50) - d.pct(50):.2f}",
                 f"{g.pct(99) - d.pct(99):.2f}",
-                f"{g.cpu_s / len(g.latencies) * 1000:.2f}",
-                f"{len(f.latencies) / f.wall_s:,.0f}",
+                g.cpu_ms(),
+                f.rate(),
                 f"{f.pct(50) - d.pct(50):.2f} / {f.pct(99) - d.pct(99):.2f}",
-                f"{f.cpu_s / len(f.latencies) * 1000:.2f}",
-                f"{d.client_cpu_s / len(d.latencies) * 1000:.2f} / "
-                f"{g.client_cpu_s / len(g.latencies) * 1000:.2f}",
+                f.cpu_ms(),
+                f"{d.client_cpu_ms()} / {g.client_cpu_ms()}",
             )
     return table
 

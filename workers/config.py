@@ -58,6 +58,13 @@ class WorkerSettings(RegistrySettings):
     worker_response_interval_ms: float = Field(
         default=20.0, ge=0, description="Send a streamed response at least this often (ms)."
     )
+    worker_responses_per_s: float = Field(
+        default=500.0,
+        ge=0,
+        description="Streamed responses per second, all streams together: with N streams, "
+        "each one's responses are at least N / this apart (packs grow under load; the first "
+        "token still leaves at once); 0: no budget.",
+    )
     worker_senders: int = Field(
         default=3,
         ge=1,

@@ -14,7 +14,14 @@ small model, so the decode loop only appends text to a per-request buffer and mo
 several threads wait on those round trips at once (never two for one request). When responses
 cannot keep up, whatever a request has buffered goes out as one response, so the number of
 responses adapts to load instead of throttling decoding. Asking a client whether it went away
-is an IPC as well; those threads ask too, and the loop reads the answer from a flag.
+is an IPC as well; those threads ask after each streamed response, and the loop reads the
+answer from a flag.
+
+Every response also costs CPU on its way (the backend, the server, the client's gRPC), on the
+cores that decode. `responses_per_s` is a budget for all streams together: with N streams
+running, a stream's responses are at least N / `responses_per_s` apart, so under load packs
+grow instead of the response count (the first token still leaves at once, and the final
+response whenever the request ends). A stream that is alone sends as before.
 
 Lanes run independently: each one's loop (admit, prefill, decode, sample, send) runs on its
 own thread and never waits for the others (ONNX Runtime releases the GIL while it runs, so
@@ -103,6 +110,7 @@ class EngineConfig:
     max_queue: int = 256
     tokens_per_response: int = 8
     response_interval_s: float = 0.02
+    responses_per_s: float = 0.0  # all streams' responses together; 0: no budget
     senders: int = 1  # outbox threads sending responses at the same time
     lanes: int = 1  # sub-batches decoded at the same time (see the module's docstring)
 
@@ -448,13 +456,20 @@ class Engine:
 
     def _sample(self, lane: _Lane, logits: np.ndarray, offset: int) -> None:  # type: ignore[type-arg]
         now = self.clock()
+        gap = self._response_gap()
         greedy = logits.argmax(axis=-1)  # one call for every greedy row
         for row, sequence in enumerate(lane.rows[offset:]):
             params = sequence.params
             token = int(greedy[row]) if params.greedy else choose(logits[row], params, sequence.rng)
-            self._accept(sequence, token, now)
+            self._accept(sequence, token, now, gap)
 
-    def _accept(self, sequence: _Sequence, token: int, now: float) -> None:
+    def _response_gap(self) -> float:
+        """The least time between two of a stream's responses: its share of the budget."""
+        if not self.config.responses_per_s:
+            return 0.0
+        return sum(len(lane.rows) for lane in self._lanes) / self.config.responses_per_s
+
+    def _accept(self, sequence: _Sequence, token: int, now: float, gap: float) -> None:
         if not sequence.first_token:
             sequence.first_token = now
         if token == EOT_ID:
@@ -475,10 +490,13 @@ class Engine:
         else:
             sequence.pending = token
             # The first token goes out at once (time to first token); then packs of several.
-            due = (
-                not sequence.sent_any
-                or len(sequence.ids) >= self.config.tokens_per_response
-                or now - sequence.last_sent >= self.config.response_interval_s
+            since = now - sequence.last_sent
+            due = not sequence.sent_any or (
+                since >= gap
+                and (
+                    len(sequence.ids) >= self.config.tokens_per_response
+                    or since >= self.config.response_interval_s
+                )
             )
             if sequence.request.stream and due:
                 self._send(sequence, now)

@@ -64,6 +64,7 @@ def model_parameters(settings: WorkerSettings) -> dict[str, str]:
         "max_queue": settings.worker_max_queue,
         "tokens_per_response": settings.worker_tokens_per_response,
         "response_interval_ms": settings.worker_response_interval_ms,
+        "responses_per_s": settings.worker_responses_per_s,
         "senders": settings.worker_senders,
         "lanes": settings.worker_lanes,
         "threads": settings.worker_threads,

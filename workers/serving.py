@@ -51,6 +51,7 @@ def build_engine(
             max_queue=int(params.get("max_queue", "256")),
             tokens_per_response=int(params.get("tokens_per_response", "8")),
             response_interval_s=float(params.get("response_interval_ms", "20")) / 1000,
+            responses_per_s=float(params.get("responses_per_s", "500")),
             lanes=lanes,
             senders=int(params.get("senders", "3")),
         ),

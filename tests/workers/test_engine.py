@@ -199,6 +199,62 @@ def test_without_a_queue_only_free_slots_take_requests() -> None:
     engine.stop()
 
 
+class _Timed(ListSink):
+    """Notes when each response arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: list[float] = []
+
+    def send(self, chunk: object) -> None:
+        self.at.append(time.monotonic())
+        super().send(chunk)
+
+
+def _streams(engine: Engine, count: int, max_tokens: int) -> list[_Timed]:
+    sinks = [_Timed() for _ in range(count)]
+    for i, sink in enumerate(sinks):
+        params = SamplingParams(max_tokens=max_tokens, temperature=0)
+        engine.submit(GenerationRequest(prompt=f"s{i}", params=params), sink)
+    for sink in sinks:
+        _chunks(sink)
+    return sinks
+
+
+def test_a_response_budget_spaces_each_streams_responses_by_its_share() -> None:
+    # 4 streams sharing 40 responses/s: each may send every 100 ms, though it has a token to
+    # send every 5 ms step and would otherwise send each one (1 token per response).
+    config: dict[str, Any] = {"tokens_per_response": 1, "response_interval_s": 0.0}
+    free = _engine(FakeDecoder(step_delay_s=0.005), **config)
+    unbudgeted = _streams(free, 4, 60)
+    free.stop()
+    engine = _engine(FakeDecoder(step_delay_s=0.005), responses_per_s=40, **config)
+    budgeted = _streams(engine, 4, 60)
+    engine.stop()
+    for fast, sink in zip(unbudgeted, budgeted, strict=True):
+        chunks = cast(list[Chunk], sink.chunks)
+        assert "".join(c.text for c in chunks) == "".join(c.text for c in fast.chunks)
+        assert sum(len(c.token_ids) for c in chunks) == 60
+        assert len(chunks[0].token_ids) == 1, "the first token still leaves at once"
+        assert len(fast.chunks) > 50
+        # 60 steps of 5 ms or more: the first token, a few packs 100 ms apart, the final one.
+        assert len(chunks) <= 2 + (sink.at[-1] - sink.at[0]) / 0.1 + 1
+        packs = sink.at[1:-1]  # between the first response and the final one
+        assert packs, "several tokens per pack, but still a stream"
+        gaps = [b - a for a, b in zip(sink.at[:-1], packs, strict=False)]
+        assert min(gaps) > 0.08, gaps
+
+
+def test_without_a_stream_to_share_with_a_stream_gets_the_whole_budget() -> None:
+    config: dict[str, Any] = {"tokens_per_response": 1, "response_interval_s": 0.0}
+    engine = _engine(FakeDecoder(step_delay_s=0.005), responses_per_s=40, **config)
+    (alone,) = _streams(engine, 1, 60)
+    shared = _streams(engine, 4, 60)
+    engine.stop()
+    # Alone it may send every 25 ms, beside three others every 100 ms.
+    assert len(alone.chunks) > max(len(s.chunks) for s in shared) + 3
+
+
 def test_a_cancelled_request_frees_its_slot_within_a_few_steps() -> None:
     # A decode step of a real model takes milliseconds; asking the client is quicker.
     decoder = FakeDecoder(context_length=400, step_delay_s=0.005)

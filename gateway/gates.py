@@ -149,6 +149,8 @@ class CanaryGates:
         self.settings, self.routes, self.clock = settings, routes, clock
         self.metrics: Metrics | None = None  # set by the app
         self._series: dict[tuple[str, int], _Series] = {}
+        # Per model: the (canary, production) versions last seen, and since when.
+        self._setups: dict[str, tuple[tuple[int | None, int | None], float]] = {}
         self._job = Every(
             settings.canary_check_interval_s, self.check_all, name="tollgate-canary-gates", log=log
         )
@@ -167,6 +169,7 @@ class CanaryGates:
     def record(
         self, model: str, version: int, *, failed: bool, ttft_s: float | None, itl_s: float | None
     ) -> None:
+        self._side_by_side_since(model)
         series = self._series.setdefault((model, version), _Series())
         series.samples.append(Sample(self.clock(), failed, ttft_s, itl_s))
         self._trim(series, self.rules(model).window_s)
@@ -183,15 +186,34 @@ class CanaryGates:
         self._trim(series, self.rules(model).window_s)
         return list(series.samples)
 
+    def _side_by_side_since(self, model: str) -> float:
+        """When this replica first saw the model's current canary and production versions.
+
+        Only what the two served side by side is compared: a version's samples from before
+        (the canary's own time as production, production's time alone) were taken under
+        another load, and on a busy machine that alone can make one look twice as slow."""
+        route = self.routes.routes.get(model)
+        setup = (
+            route.canary.version if route and route.canary else None,
+            route.production.version if route and route.production else None,
+        )
+        seen = self._setups.get(model)
+        if seen is None or seen[0] != setup:
+            seen = self._setups[model] = (setup, self.clock())
+        return seen[1]
+
     def verdict(self, model: str) -> Verdict:
         route = self.routes.routes.get(model)
         if route is None or route.canary is None or route.canary_weight == 0:
             return Verdict("none", "no canary is taking traffic")
         rules = self.rules(model)
-        canary = figures(self.window(model, route.canary.version))
-        production = figures(
-            self.window(model, route.production.version) if route.production else []
-        )
+        since = self._side_by_side_since(model)
+
+        def served(version: int) -> list[Sample]:
+            return [s for s in self.window(model, version) if s.at >= since]
+
+        canary = figures(served(route.canary.version))
+        production = figures(served(route.production.version) if route.production else [])
         status, reason = judge(canary, production, rules)
         return Verdict(status, reason, route.canary.version, canary, production, rules)
 

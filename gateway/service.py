@@ -209,6 +209,8 @@ class Generations:
             async for piece in self.pool.generate(call):
                 if first_at is None and (piece.text or piece.final):
                     first_at = time.perf_counter()
+                    if piece.final:  # all in one response: when did its first token come?
+                        first_at -= _decoding_s(piece)
                     self.metrics.first_token.labels(*labels).observe(first_at - admitted.started)
                 generated += len(piece.token_ids)
                 if piece.final:
@@ -251,6 +253,20 @@ class Generations:
             self.metrics.inter_token.labels(call.model, str(call.version)).observe(itl)
         if self.gates is not None and admitted.alias in {"production", "canary"}:
             self.gates.record(call.model, call.version, failed=failed, ttft_s=ttft, itl_s=itl)
+
+
+def _decoding_s(final: Piece) -> float:
+    """How long the worker decoded after the first token, from its timings.
+
+    A request answered in one response (not streamed, or finished at once) shows its first
+    token only with the last one; without this, its time to first token would be its whole
+    time and its inter-token latency nil, and the canary gates, comparing medians, would
+    judge the mix of streamed and plain requests each side happened to get."""
+    timings = final.timings or {}
+    first, total = timings.get("first_token_ms"), timings.get("total_ms")
+    if first is None or total is None:
+        return 0.0
+    return max(0.0, (total - first) / 1000)
 
 
 async def _resume(first: Piece, rest: AsyncIterator[Piece]) -> AsyncIterator[Piece]:

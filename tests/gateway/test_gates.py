@@ -103,3 +103,34 @@ def test_no_canary_taking_traffic_means_nothing_to_judge() -> None:
     gates.routes.routes["gen"] = Route(model="gen", production=VersionInfo(1, 256))
     assert gates.verdict("gen").status == "none"
     assert gates.verdict("unknown").status == "none"
+
+
+def test_only_what_canary_and_production_served_side_by_side_is_compared() -> None:
+    clock = _Clock()
+    gates = _gates(clock, canary_gates={})
+    gates.routes.routes["gen"] = Route(model="gen", production=VersionInfo(2, 256))
+    # v2 was production alone, under a heavy load: slow.
+    for _ in range(20):
+        gates.record("gen", 2, failed=False, ttft_s=0.05, itl_s=0.004)
+    clock.now += 5
+    gates.routes.routes["gen"] = Route(
+        model="gen", production=VersionInfo(1, 256), canary=VersionInfo(2, 256), canary_weight=10
+    )
+    assert gates.verdict("gen").status == "inconclusive", "v2's samples as production don't count"
+    # Side by side, v2 is as fast as v1: the gate passes it.
+    for _ in range(12):
+        gates.record("gen", 2, failed=False, ttft_s=0.01, itl_s=0.001)
+        gates.record("gen", 1, failed=False, ttft_s=0.01, itl_s=0.001)
+    verdict = gates.verdict("gen")
+    assert verdict.status == "pass", verdict.reason
+    assert verdict.canary is not None
+    assert verdict.canary.requests == 12
+    # Roles swapped (v1 the canary now): a new comparison, from nothing.
+    clock.now += 1
+    gates.routes.routes["gen"] = Route(
+        model="gen", production=VersionInfo(2, 256), canary=VersionInfo(1, 256), canary_weight=10
+    )
+    swapped = gates.verdict("gen")
+    assert swapped.status == "inconclusive"
+    assert swapped.canary is not None
+    assert swapped.canary.requests == 0

@@ -464,10 +464,12 @@ class Engine:
             self._accept(sequence, token, now, gap)
 
     def _response_gap(self) -> float:
-        """The least time between two of a stream's responses: its share of the budget."""
+        """The least time between two of a stream's responses: its share of the budget
+        (requests answered in one response send nothing until the end, and do not count)."""
         if not self.config.responses_per_s:
             return 0.0
-        return sum(len(lane.rows) for lane in self._lanes) / self.config.responses_per_s
+        streams = sum(s.request.stream for lane in self._lanes for s in lane.rows)
+        return streams / self.config.responses_per_s
 
     def _accept(self, sequence: _Sequence, token: int, now: float, gap: float) -> None:
         if not sequence.first_token:

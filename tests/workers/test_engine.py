@@ -245,6 +245,22 @@ def test_a_response_budget_spaces_each_streams_responses_by_its_share() -> None:
         assert min(gaps) > 0.08, gaps
 
 
+def test_requests_answered_in_one_response_take_no_share_of_the_budget() -> None:
+    config: dict[str, Any] = {"tokens_per_response": 1, "response_interval_s": 0.0}
+    engine = _engine(FakeDecoder(step_delay_s=0.005), responses_per_s=40, **config)
+    plain = [ListSink() for _ in range(3)]
+    for i, sink in enumerate(plain):
+        params = SamplingParams(max_tokens=60, temperature=0)
+        engine.submit(GenerationRequest(prompt=f"p{i}", params=params, stream=False), sink)
+    (stream,) = _streams(engine, 1, 50)
+    for sink in plain:
+        assert len(_chunks(sink)) == 1
+    engine.stop()
+    # Alone among streams it may send every 25 ms (50 steps of 5 ms or more: 10 or so
+    # responses); counting the plain requests it would be every 100 ms (about 4).
+    assert len(stream.chunks) >= 8
+
+
 def test_without_a_stream_to_share_with_a_stream_gets_the_whole_budget() -> None:
     config: dict[str, Any] = {"tokens_per_response": 1, "response_interval_s": 0.0}
     engine = _engine(FakeDecoder(step_delay_s=0.005), responses_per_s=40, **config)

@@ -9,8 +9,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from gateway.auth import Identity
 from gateway.config import GatewaySettings
 from gateway.metrics import Metrics
@@ -81,16 +79,18 @@ def _final(text: str, first_ms: float, total_ms: float) -> Piece:
 
 
 def test_a_request_answered_in_one_response_takes_its_first_token_time_from_the_worker() -> None:
-    # The worker says: first token 20 ms in, done 220 ms in (10 tokens after the first).
+    # The worker says: first token 20 ms in, done 220 ms in (10 tokens after the first). Its
+    # one response arrives 250 ms in (or later, on a busy machine).
     sample, whole = _generate([_final("a" * 11, 20.0, 220.0)], 0.25, stream=False)
     assert sample["failed"] is False
-    assert sample["ttft_s"] == pytest.approx(whole - 0.2, abs=0.02)
-    assert sample["ttft_s"] < whole / 2, "not the time of the last token"
-    assert sample["itl_s"] == pytest.approx(0.2 / 10, rel=0.1)
+    assert 0.25 - 0.2 - 0.001 <= sample["ttft_s"] <= whole - 0.2, "200 ms before the response"
+    # 0.2 s over the 10 tokens after the first (more only if the machine stalled in between).
+    assert 0.02 <= sample["itl_s"] < 0.025
 
 
 def test_a_stream_takes_its_first_token_time_from_its_first_response() -> None:
+    # Two responses, 150 ms apart: the first token is the first response's.
     first = Piece(text="a", token_ids=[1])
     sample, whole = _generate([first, _final("b" * 10, 20.0, 220.0)], 0.3, stream=True)
-    assert sample["ttft_s"] == pytest.approx(0.15, abs=0.05)  # half of the delay: one response
-    assert sample["itl_s"] == pytest.approx((whole - sample["ttft_s"]) / 10, rel=0.01)
+    assert 0.15 - 0.001 <= sample["ttft_s"] <= whole - 0.15
+    assert (0.15 - 0.001) / 10 <= sample["itl_s"] <= (whole - sample["ttft_s"]) / 10

@@ -21,7 +21,8 @@ Every response also costs CPU on its way (the backend, the server, the client's 
 cores that decode. `responses_per_s` is a budget for all streams together: with N streams
 running, a stream's responses are at least N / `responses_per_s` apart, so under load packs
 grow instead of the response count (the first token still leaves at once, and the final
-response whenever the request ends). A stream that is alone sends as before.
+response whenever the request ends). A stream alone is held back only when its packs come
+faster than the whole budget.
 
 Lanes run independently: each one's loop (admit, prefill, decode, sample, send) runs on its
 own thread and never waits for the others (ONNX Runtime releases the GIL while it runs, so

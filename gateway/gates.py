@@ -179,12 +179,13 @@ class CanaryGates:
         while series.samples and series.samples[0].at < horizon:
             series.samples.popleft()
 
-    def window(self, model: str, version: int) -> list[Sample]:
+    def window(self, model: str, version: int, since: float) -> list[Sample]:
+        """The version's samples within the model's window and taken at `since` or later."""
         series = self._series.get((model, version))
         if series is None:
             return []
         self._trim(series, self.rules(model).window_s)
-        return list(series.samples)
+        return [s for s in series.samples if s.at >= since]
 
     def _side_by_side_since(self, model: str) -> float:
         """When this replica first saw the model's current canary and production versions.
@@ -208,12 +209,10 @@ class CanaryGates:
             return Verdict("none", "no canary is taking traffic")
         rules = self.rules(model)
         since = self._side_by_side_since(model)
-
-        def served(version: int) -> list[Sample]:
-            return [s for s in self.window(model, version) if s.at >= since]
-
-        canary = figures(served(route.canary.version))
-        production = figures(served(route.production.version) if route.production else [])
+        canary = figures(self.window(model, route.canary.version, since))
+        production = figures(
+            self.window(model, route.production.version, since) if route.production else []
+        )
         status, reason = judge(canary, production, rules)
         return Verdict(status, reason, route.canary.version, canary, production, rules)
 

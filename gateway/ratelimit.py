@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.errors import RateLimited, Unauthorized, Unavailable
+from gateway.redisline import RedisLine, Script
 
 log = logging.getLogger("tollgate.gateway.ratelimit")
 
@@ -175,7 +176,10 @@ class RateLimiter:
         self.timeout_s = timeout_s
         self.local = local or LocalBuckets()
         self._on_redis_error = on_redis_error or (lambda: None)
-        # redis-py's script objects run EVALSHA and load the script again on NOSCRIPT.
+        # Admissions, one per request, go down a pipelined line of their own; redis-py's
+        # script objects (EVALSHA, loading the script again on NOSCRIPT) do the rest.
+        self._line = RedisLine.for_client(redis) if redis is not None else None
+        self._take_script = Script(_TAKE)
         self._take = redis.register_script(_TAKE) if redis is not None else None
         self._refund = redis.register_script(_REFUND) if redis is not None else None
         self._pending: dict[tuple[str, int], int] = {}
@@ -203,8 +207,14 @@ class RateLimiter:
         ]
         try:
             async with asyncio.timeout(self.timeout_s):
-                allowed, r, k, wait_ms = await self._take(keys=keys, args=args)
+                if self._line is not None:
+                    answer = await self._line.evalsha(self._take_script, keys, args)
+                else:
+                    answer = await self._take(keys=keys, args=args)
+            allowed, r, k, wait_ms = answer
         except (RedisError, OSError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError) and self._line is not None:
+                self._line.reset()  # a stuck connection: answers queued on it would be late
             self._on_redis_error()
             if not self.fail_open:
                 log.error("rate limiter: Redis failed, refusing (fail-closed): %s", exc)
@@ -266,6 +276,8 @@ class RateLimiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush()
+        if self._line is not None:
+            await self._line.close()
 
 
 class RateLimitExceeded(RateLimited):

@@ -91,6 +91,7 @@ def test_redis_admits_exactly_the_capacity_under_concurrency() -> None:
         try:
             return await asyncio.gather(*(one() for _ in range(60)))
         finally:
+            await limiter.close()
             await redis.aclose()
 
     assert sum(asyncio.run(scenario())) == 20
@@ -112,6 +113,7 @@ def test_redis_refuses_revoked_keys_in_the_same_call() -> None:
                 await limiter.take(f"key:{key_id}", LIMITS, 1, key_id)
         finally:
             await redis.srem(REVOKED_SET, key_id)
+            await limiter.close()
             await redis.aclose()
 
     asyncio.run(scenario())
@@ -128,6 +130,7 @@ def test_when_redis_fails_limits_fail_open_to_local_buckets_or_closed() -> None:
         try:
             return (await limiter.take("a", LIMITS, 1)).backend
         finally:
+            await limiter.close()
             await redis.aclose()
 
     assert asyncio.run(scenario(fail_open=True)) == "local"
@@ -164,6 +167,7 @@ def test_redis_refunds_wait_briefly_then_go_together_and_close_sends_the_rest() 
             await limiter.close()
             assert await tokens_left(limiter, buckets[0]) == pytest.approx(95, abs=0.1)
         finally:
+            await limiter.close()
             await redis.aclose()
 
     asyncio.run(scenario())
@@ -187,6 +191,7 @@ def test_refunds_still_arrive_after_redis_forgot_its_scripts() -> None:
             await limiter.close()
             return (await limiter.take(bucket, limits, 0)).tokens_left
         finally:
+            await limiter.close()
             await redis.aclose()
 
     assert asyncio.run(scenario()) == pytest.approx(80, abs=0.1)
@@ -212,6 +217,7 @@ def test_a_redis_that_stops_answering_counts_as_failed_within_the_timeout() -> N
             backend = (await limiter.take("a", LIMITS, 1)).backend
         finally:
             elapsed = time.perf_counter() - started
+            await limiter.close()
             await redis.aclose()
             for peer in peers:
                 peer.close()

@@ -1,0 +1,216 @@
+"""The pipelined admission connection, against the real Redis (and a fake one for a socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import uvloop
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+
+from gateway.redisline import RedisLine, Script
+from tests.services import REDIS_URL
+
+pytestmark = pytest.mark.redis
+
+T = TypeVar("T")
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, T]], T]:
+    """Each test on asyncio's own event loop and on uvloop's, which the gateway serves on."""
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+
+    def run(coroutine: Coroutine[Any, Any, T]) -> T:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(coroutine)
+
+    return run
+
+
+_NAMED = Script("return ARGV[1] .. ':' .. KEYS[1]")
+
+
+async def _line(url: str = REDIS_URL) -> tuple[RedisLine, Redis]:
+    client = Redis.from_url(url)
+    line = RedisLine.for_client(client)
+    assert line is not None
+    return line, client
+
+
+def test_concurrent_commands_share_one_connection_and_each_gets_its_own_answer(run: Any) -> None:
+    async def scenario() -> tuple[list[object], int]:
+        line, client = await _line()
+        try:
+            answers = await asyncio.gather(*(line.execute("ECHO", f"n{i}") for i in range(300)))
+            name = f"line-{uuid.uuid4().hex}"
+            await line.execute("CLIENT", "SETNAME", name)
+            clients = await client.client_list()
+            return answers, sum(1 for c in clients if c["name"] == name)
+        finally:
+            await line.close()
+            await client.aclose()
+
+    answers, connections = run(scenario())
+    assert answers == [f"n{i}".encode() for i in range(300)]
+    assert connections == 1
+
+
+def test_a_caller_that_gave_up_does_not_shift_the_answers_of_the_next(run: Any) -> None:
+    async def scenario() -> object:
+        line, client = await _line()
+        try:
+            # BLPOP holds the connection 0.3 s; its caller stops waiting after 0.05 s.
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await line.execute("BLPOP", f"empty-{uuid.uuid4().hex}", "0.3")
+            return await line.execute("ECHO", "mine")
+        finally:
+            await line.close()
+            await client.aclose()
+
+    assert run(scenario()) == b"mine"
+
+
+def test_scripts_run_by_digest_and_are_sent_again_after_redis_forgot_them(run: Any) -> None:
+    async def scenario() -> tuple[object, object, bool]:
+        line, client = await _line()
+        try:
+            await client.script_flush()
+            first = await line.evalsha(_NAMED, ["k"], ["a"])  # NOSCRIPT, then EVAL
+            known = (await client.script_exists(_NAMED.sha))[0]
+            second = await line.evalsha(_NAMED, ["k"], ["b"])
+            return first, second, bool(known)
+        finally:
+            await line.close()
+            await client.aclose()
+
+    assert run(scenario()) == (b"a:k", b"b:k", True)
+
+
+def test_error_replies_raise_and_leave_the_line_usable(run: Any) -> None:
+    async def scenario() -> object:
+        line, client = await _line()
+        try:
+            with pytest.raises(ResponseError, match="unknown command"):
+                await line.execute("NO-SUCH-COMMAND")
+            return await line.execute("ECHO", "still")
+        finally:
+            await line.close()
+            await client.aclose()
+
+    assert run(scenario()) == b"still"
+
+
+def test_the_database_in_the_url_is_selected(run: Any) -> None:
+    key = f"line-db-{uuid.uuid4().hex}"
+
+    async def scenario() -> tuple[object, object]:
+        base = REDIS_URL.rsplit("/", 1)[0]
+        line, client = await _line(f"{base}/13")
+        other = Redis.from_url(f"{base}/12")
+        try:
+            await line.execute("SET", key, "here", "EX", 30)
+            return await client.get(key), await other.get(key)
+        finally:
+            await client.delete(key)
+            await line.close()
+            await client.aclose()
+            await other.aclose()
+
+    assert run(scenario()) == (b"here", None)
+
+
+def test_a_user_and_password_in_the_url_authenticate_the_connection(run: Any) -> None:
+    user, password = f"tollgate-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+
+    async def scenario() -> object:
+        admin = Redis.from_url(REDIS_URL)
+        await admin.acl_setuser(
+            user, enabled=True, passwords=[f"+{password}"], commands=["+echo", "+select"]
+        )
+        scheme, rest = REDIS_URL.split("://", 1)
+        line, client = await _line(f"{scheme}://{user}:{password}@{rest}")
+        wrong, wrong_client = await _line(f"{scheme}://{user}:not-{password}@{rest}")
+        try:
+            with pytest.raises(RedisError, match="WRONGPASS"):
+                await wrong.execute("ECHO", "x")
+            return await line.execute("ECHO", "authenticated")
+        finally:
+            for each in (line, wrong):
+                await each.close()
+            for c in (client, wrong_client):
+                await c.aclose()
+            await admin.acl_deluser(user)
+            await admin.aclose()
+
+    assert run(scenario()) == b"authenticated"
+
+
+def test_a_lost_connection_fails_what_waits_and_the_next_command_reconnects(run: Any) -> None:
+    async def scenario() -> tuple[BaseException | object, object]:
+        line, client = await _line()
+        name = f"line-{uuid.uuid4().hex}"
+        try:
+            await line.execute("CLIENT", "SETNAME", name)
+            waiting = asyncio.ensure_future(line.execute("BLPOP", f"e-{uuid.uuid4().hex}", "5"))
+            await asyncio.sleep(0.05)
+            for c in await client.client_list():
+                if c["name"] == name:
+                    await client.client_kill_filter(_id=c["id"])
+            failed = await asyncio.gather(waiting, return_exceptions=True)
+            return failed[0], await line.execute("ECHO", "again")
+        finally:
+            await line.close()
+            await client.aclose()
+
+    failed, again = run(scenario())
+    assert isinstance(failed, RedisConnectionError)
+    assert again == b"again"
+
+
+def test_a_refused_connection_is_a_redis_connection_error(run: Any) -> None:
+    async def scenario() -> None:
+        line, client = await _line("redis://127.0.0.1:9/0")
+        try:
+            with pytest.raises(RedisConnectionError, match="could not connect"):
+                await line.execute("PING")
+        finally:
+            await line.close()
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_a_unix_socket_url_is_followed(tmp_path: Path, run: Any) -> None:
+    """A stand-in server on a Unix socket answering every command with +OK, selecting 3."""
+    path = tmp_path / "redis.sock"
+    seen: list[bytes] = []
+
+    async def scenario() -> object:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(4096):
+                seen.append(data)
+                writer.write(b"+OK\r\n" * data.count(b"*"))
+            writer.close()
+
+        server = await asyncio.start_unix_server(serve, path=str(path))
+        line, client = await _line(f"unix://{path}?db=3")
+        try:
+            return await line.execute("PING")
+        finally:
+            await line.close()
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+
+    assert run(scenario()) == b"OK"
+    sent = b"".join(seen)
+    assert b"SELECT\r\n$1\r\n3" in sent
+    assert b"PING" in sent

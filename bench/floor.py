@@ -1,12 +1,13 @@
 """The floor for a Python gateway: the least one can do between HTTP and Triton.
 
-A bare ASGI app on the gateway's own server stack (uvicorn with uvloop and httptools, no access
-log) and the gateway's own Triton client (`gateway.upstream.Endpoint`, kept streams): it reads
-the JSON body, makes the same Triton request the gateway makes, and answers the completion as
-JSON. No framework, no authentication, no rate limit, no metrics, no logs, no validation
-beyond what it needs to run. `bench.gateway` measures it beside Triton called directly and the
-real gateway, so the table shows how much of what the gateway adds is the Python HTTP-to-gRPC
-hop itself and how much is its features. Not for serving anything.
+A bare ASGI app on the gateway's own server stack (uvicorn with uvloop and httptools, a JSON
+answer in one write, no access log) and the gateway's own Triton client
+(`gateway.upstream.Endpoint`, kept streams): it reads the JSON body, makes the same Triton
+request the gateway makes, and answers the completion as JSON. No framework, no
+authentication, no rate limit, no metrics, no logs, no validation beyond what it needs to run.
+`bench.gateway` measures it beside Triton called directly and the real gateway, so the table
+shows how much of what the gateway adds is the Python HTTP-to-gRPC hop itself and how much is
+its features. Not for serving anything.
 
     python -m bench.floor --port 8090 --grpc 127.0.0.1:8001
 """
@@ -20,6 +21,7 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from gateway.http1 import OneWriteHttpToolsProtocol
 from gateway.upstream import Endpoint, GenerateCall, infer_request, parse_response
 
 
@@ -91,6 +93,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        http=OneWriteHttpToolsProtocol,  # the gateway's own server stack
     )
 
 

@@ -21,6 +21,7 @@ from gateway.admin_cli import admin_app
 from gateway.app import create_app
 from gateway.auth import TokenService, parse_scopes
 from gateway.config import GatewaySettings
+from gateway.http1 import OneWriteHttpToolsProtocol
 from gateway.keys import KeyLimits, KeyNotFound, create_key, list_keys, revoke_key
 from gateway.logs import configure_logging
 from gateway.ratelimit import REVOKED_SET
@@ -82,6 +83,7 @@ def _uvicorn(settings: GatewaySettings) -> uvicorn.Server:
         port=settings.port,
         log_config=None,  # configure_logging set up JSON lines
         access_log=False,  # the gateway writes its own access lines
+        http=OneWriteHttpToolsProtocol,  # a JSON answer's head and body in one write
         timeout_graceful_shutdown=int(settings.triton_exit_timeout_s),
     )
     return _Server(config)

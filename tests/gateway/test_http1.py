@@ -1,0 +1,152 @@
+"""The gateway's HTTP/1.1 protocol: a JSON answer leaves in one write, nothing else changes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from gateway import cli
+from gateway.config import GatewaySettings
+from gateway.http1 import OneWriteHttpToolsProtocol
+
+
+class Recorder:
+    """A transport that keeps every write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _json(request: Request) -> Response:
+    return JSONResponse({"echo": (await request.body()).decode()})
+
+
+async def _stream(request: Request) -> Response:
+    async def parts() -> Any:
+        yield b"data: one\n\n"
+        await asyncio.sleep(0.01)
+        yield b"data: two\n\n"
+
+    return StreamingResponse(parts(), media_type="text/event-stream")
+
+
+async def _empty(request: Request) -> Response:
+    return Response(status_code=204)
+
+
+async def _fails_after_start(scope: Any, receive: Any, send: Any) -> None:
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]}
+    )
+    raise RuntimeError("the app failed between head and body")
+
+
+APP = Starlette(
+    routes=[
+        Route("/json", _json, methods=["POST", "GET", "HEAD"]),
+        Route("/stream", _stream),
+        Route("/empty", _empty),
+        Mount("/fails", app=_fails_after_start),
+    ]
+)
+
+
+def exchange(raw: bytes) -> Recorder:
+    """Feed `raw` to a fresh connection and let every request on it finish."""
+
+    async def scenario() -> Recorder:
+        config = Config(app=APP, lifespan="off", log_config=None)
+        protocol = OneWriteHttpToolsProtocol(
+            config=config, server_state=ServerState(), app_state={}
+        )
+        transport = Recorder()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol.data_received(raw)
+        async with asyncio.timeout(5):
+            while protocol.tasks or protocol.pipeline:
+                await asyncio.sleep(0.001)
+        return transport
+
+    return asyncio.run(scenario())
+
+
+def test_a_json_answer_leaves_in_one_write_head_and_body_together() -> None:
+    sent = exchange(b"POST /json HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello")
+    assert len(sent.writes) == 1
+    head, _, body = sent.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"content-length: 16" in head.lower()
+    assert body == b'{"echo":"hello"}'
+
+
+def test_pipelined_requests_each_get_one_whole_answer() -> None:
+    one = b"POST /json HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\n\r\na"
+    two = b"POST /json HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\n\r\nb"
+    sent = exchange(one + two)
+    assert len(sent.writes) == 2
+    assert sent.writes[0].endswith(b'{"echo":"a"}')
+    assert sent.writes[1].endswith(b'{"echo":"b"}')
+
+
+def test_a_streamed_answer_sends_its_head_at_once_before_the_first_event() -> None:
+    sent = exchange(b"GET /stream HTTP/1.1\r\nhost: t\r\n\r\n")
+    head = sent.writes[0]
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert head.endswith(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert b"data: one" in sent.writes[1]
+    assert b"data: two" in sent.writes[2]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"HEAD /json HTTP/1.1\r\nhost: t\r\n\r\n", b"200"),  # a length, but no body follows
+        (b"GET /empty HTTP/1.1\r\nhost: t\r\n\r\n", b"204"),  # no body at all
+    ],
+)
+def test_a_head_with_no_body_to_come_is_not_held(raw: bytes, status: bytes) -> None:
+    writes = [w for w in exchange(raw).writes if w]  # (uvicorn writes an empty body: a no-op)
+    assert len(writes) == 1
+    assert writes[0].startswith(b"HTTP/1.1 " + status)
+    assert writes[0].endswith(b"\r\n\r\n")
+
+
+def test_an_app_failing_between_head_and_body_closes_the_connection_sending_nothing() -> None:
+    sent = exchange(b"GET /fails/ HTTP/1.1\r\nhost: t\r\n\r\n")
+    assert sent.closed
+    assert sent.writes == []
+
+
+def test_the_gateway_serves_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    assert cli._uvicorn(GatewaySettings()).config.http is OneWriteHttpToolsProtocol

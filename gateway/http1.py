@@ -15,27 +15,32 @@ uvicorn's, and a uvicorn whose request cycle lacks what it relies on fails its t
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 
 class _HeadWithBody:
-    """The transport as one request's cycle sees it."""
+    """The transport as one request's cycle sees it.
+
+    It knows its cycle only weakly: the cycle holds it, and a reference cycle would keep every
+    request's cycle, scope and what hangs off them alive until the collector found them."""
 
     def __init__(self, transport: Any, cycle: RequestResponseCycle) -> None:
         self._transport = transport
-        self._cycle = cycle
+        self._cycle = weakref.ref(cycle)
         self._head_seen = False
         self._held: bytes | None = None
 
     def write(self, data: bytes) -> None:
         if self._held is not None:
             data, self._held = self._held + data, None
-        elif not self._head_seen and self._cycle.response_started:
+        elif (
+            not self._head_seen and (cycle := self._cycle()) is not None and cycle.response_started
+        ):
             # The first write once the response has started is its head.
             self._head_seen = True
-            cycle = self._cycle
             if (
                 cycle.chunked_encoding is False
                 and cycle.expected_content_length > 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -145,6 +147,34 @@ def test_an_app_failing_between_head_and_body_closes_the_connection_sending_noth
     sent = exchange(b"GET /fails/ HTTP/1.1\r\nhost: t\r\n\r\n")
     assert sent.closed
     assert sent.writes == []
+
+
+def test_a_finished_request_is_freed_at_once_not_left_to_the_collector() -> None:
+    """The cycle holds its transport; the transport must not hold the cycle back."""
+
+    async def scenario() -> bool:
+        config = Config(app=APP, lifespan="off", log_config=None)
+        protocol = OneWriteHttpToolsProtocol(
+            config=config, server_state=ServerState(), app_state={}
+        )
+        protocol.connection_made(Recorder())  # type: ignore[arg-type]
+        request = b"POST /json HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\n\r\na"
+        protocol.data_received(request)
+        first = weakref.ref(protocol.cycle)
+        async with asyncio.timeout(5):
+            while protocol.tasks:
+                await asyncio.sleep(0.001)
+        protocol.data_received(request)  # the next request replaces it on the connection
+        async with asyncio.timeout(5):
+            while protocol.tasks:
+                await asyncio.sleep(0.001)
+        return first() is None
+
+    gc.disable()
+    try:
+        assert asyncio.run(scenario())
+    finally:
+        gc.enable()
 
 
 def test_the_gateway_serves_with_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,6 +51,9 @@ def _settings() -> GatewaySettings:
         raise _fail(str(exc)) from None
 
 
+YOUNG_GC_THRESHOLD = 10_000
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after shutting down, which would kill the process
     before `run` stops Triton; here the signal only asks the server to finish."""
@@ -73,6 +76,14 @@ class _Server(uvicorn.Server):
         # it all and stop every request for tens of milliseconds.
         gc.collect()
         gc.freeze()
+        # The youngest generation is collected once allocations exceed deallocations by 700
+        # (the default). A request's objects live as long as it does, so with requests in
+        # flight that count swings by more than 700; a collection resets it to 0 and the
+        # frees that follow cannot take it below 0, so it ratchets up to a collection every
+        # dozen requests. At 16 callers that was about 0.2 ms per collection, 20 µs per
+        # request in all (timed with `gc.callbacks`); at 10,000, 7 collections in 12,000
+        # requests.
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _uvicorn(settings: GatewaySettings) -> uvicorn.Server:

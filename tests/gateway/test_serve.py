@@ -1,4 +1,5 @@
-"""The gateway's server: what its app builds at startup is kept out of full collections."""
+"""The gateway's server: what its app builds at startup is kept out of full collections, and
+the youngest generation is not collected every few requests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway.cli import _Server
+from gateway.cli import YOUNG_GC_THRESHOLD, _Server
 
 
 def test_what_the_app_builds_at_startup_is_frozen_and_what_requests_build_is_not() -> None:
@@ -36,14 +37,18 @@ def test_what_the_app_builds_at_startup_is_frozen_and_what_requests_build_is_not
 
     async def main() -> None:
         gc.unfreeze()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(700, *thresholds[1:])
         await server.startup()
         try:
             later = [{"request": 1}]
             assert not tracked(built["clients"])
             assert gc.get_freeze_count() > 0
             assert tracked(later)
+            assert gc.get_threshold() == (YOUNG_GC_THRESHOLD, *thresholds[1:])
         finally:
             gc.unfreeze()
+            gc.set_threshold(*thresholds)
             await server.shutdown()
 
     asyncio.run(main())

@@ -169,7 +169,17 @@ class CanaryGates:
     def record(
         self, model: str, version: int, *, failed: bool, ttft_s: float | None, itl_s: float | None
     ) -> None:
+        """Keep one request's outcome, while the model has a canary taking traffic.
+
+        Without one there is nothing to judge, and what is served then never counts later
+        (only what canary and production serve side by side does), so nothing is kept: a
+        gateway without a canary holds no samples, however busy."""
         self._side_by_side_since(model)
+        route = self.routes.routes.get(model)
+        if route is None or route.canary is None or route.canary_weight == 0:
+            if self._series:
+                self._forget_model(model)
+            return
         series = self._series.setdefault((model, version), _Series())
         series.samples.append(Sample(self.clock(), failed, ttft_s, itl_s))
         self._trim(series, self.rules(model).window_s)
@@ -218,6 +228,10 @@ class CanaryGates:
 
     def forget(self, model: str, version: int) -> None:
         self._series.pop((model, version), None)
+
+    def _forget_model(self, model: str) -> None:
+        for key in [key for key in self._series if key[0] == model]:
+            del self._series[key]
 
     # -- the watcher ------------------------------------------------------------------------
     async def start(self) -> None:

@@ -134,3 +134,22 @@ def test_only_what_canary_and_production_served_side_by_side_is_compared() -> No
     assert swapped.status == "inconclusive"
     assert swapped.canary is not None
     assert swapped.canary.requests == 0
+
+
+def test_without_a_canary_taking_traffic_no_samples_are_kept() -> None:
+    """A gateway without a canary, however busy, holds no samples; a canary set up later
+    starts from nothing either way."""
+    clock = _Clock()
+    gates = _gates(clock, canary_gates={})
+    for _ in range(5):  # with the canary: kept
+        gates.record("gen", 2, failed=False, ttft_s=0.01, itl_s=0.001)
+    assert gates._series
+    gates.routes.routes["gen"] = Route(model="gen", production=VersionInfo(1, 256))
+    for _ in range(1000):
+        gates.record("gen", 1, failed=False, ttft_s=0.01, itl_s=0.001)
+    assert gates._series == {}
+    gates.routes.routes["gen"] = Route(
+        model="gen", production=VersionInfo(1, 256), canary=VersionInfo(2, 256), canary_weight=0
+    )
+    gates.record("gen", 1, failed=False, ttft_s=0.01, itl_s=0.001)
+    assert gates._series == {}, "a canary at weight 0 takes no traffic: nothing to judge"

@@ -176,10 +176,10 @@ class RateLimiter:
         self.timeout_s = timeout_s
         self.local = local or LocalBuckets()
         self._on_redis_error = on_redis_error or (lambda: None)
-        # Admissions, one per request, go down a pipelined line of their own; redis-py's
-        # script objects (EVALSHA, loading the script again on NOSCRIPT) do the rest.
+        # Admissions and refunds go down a pipelined line of their own (`gateway.redisline`);
+        # redis-py's script objects only where a line cannot follow the client's settings.
         self._line = RedisLine.for_client(redis) if redis is not None else None
-        self._take_script = Script(_TAKE)
+        self._take_script, self._refund_script = Script(_TAKE), Script(_REFUND)
         self._take = redis.register_script(_TAKE) if redis is not None else None
         self._refund = redis.register_script(_REFUND) if redis is not None else None
         self._pending: dict[tuple[str, int], int] = {}
@@ -262,8 +262,13 @@ class RateLimiter:
         args = [n for (_, capacity), amount in pending.items() for n in (capacity, amount)]
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self._refund(keys=keys, args=args)
+                if self._line is not None:
+                    await self._line.evalsha(self._refund_script, keys, args)
+                else:
+                    await self._refund(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError) and self._line is not None:
+                self._line.reset()
             self._on_redis_error()
             log.warning(
                 "rate limiter: could not refund tokens to %d buckets: %s", len(pending), exc

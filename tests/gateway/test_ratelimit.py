@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from redis.asyncio import Redis
+from redis.credentials import UsernamePasswordCredentialProvider
 
 from gateway.errors import Unauthorized, Unavailable
 from gateway.ratelimit import (
@@ -233,3 +234,31 @@ def test_a_redis_that_stops_answering_counts_as_failed_within_the_timeout() -> N
     with pytest.raises(Unavailable):
         asyncio.run(scenario(fail_open=False))
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.redis
+def test_a_client_a_line_cannot_follow_still_admits_and_refunds_through_redis_py() -> None:
+    """A credential provider is asked for the password on each connection, which a pipelined
+    line does not do; such a client keeps redis-py's own script calls."""
+    limits = Limits(
+        requests_capacity=100, requests_per_s=1, tokens_capacity=100, tokens_per_s=0.001
+    )
+    bucket = f"test-{uuid.uuid4().hex}"
+
+    async def scenario() -> tuple[bool, float]:
+        # The default user has no password here, so any password is accepted.
+        provider = UsernamePasswordCredentialProvider("default", "any")
+        redis = Redis.from_url(REDIS_URL, credential_provider=provider)
+        limiter = RateLimiter(redis=redis)
+        try:
+            decision = await limiter.take(bucket, limits, 70)
+            limiter.refund_soon(bucket, limits, 50, decision)
+            await limiter.flush()
+            return limiter._line is None, (await limiter.take(bucket, limits, 0)).tokens_left
+        finally:
+            await limiter.close()
+            await redis.aclose()
+
+    through_redis_py, tokens_left = asyncio.run(scenario())
+    assert through_redis_py
+    assert tokens_left == pytest.approx(80, abs=0.1)

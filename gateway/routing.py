@@ -49,8 +49,11 @@ class Route:
 
     def choose(self, caller: str) -> tuple[VersionInfo, str]:
         """(version, alias) for this caller."""
-        in_canary = bucket_of(self.model, caller) < self.canary_weight * 100
-        if self.canary is not None and in_canary:
+        if (
+            self.canary is not None
+            and self.canary_weight > 0
+            and bucket_of(self.model, caller) < self.canary_weight * 100
+        ):
             return self.canary, "canary"
         if self.production is None:
             raise Unavailable(

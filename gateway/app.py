@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api import admin, openai, ops, v1, v2
+from gateway.api.direct import DirectLane, GenerationRoute
 from gateway.auth import TokenService
 from gateway.cache import ResponseCache
 from gateway.config import GatewaySettings
@@ -163,20 +164,29 @@ def create_app(settings: GatewaySettings, *, span_exporter: SpanExporter | None 
         # also spares every request FastAPI's check for globally configured providers.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    # Starlette wraps the app in the last-added middleware first: RequestContext is outside
+    # the direct lane, so requests on the lane are counted, timed and logged like the rest.
+    _install_routes(app)
     app.add_middleware(
         RequestContext,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         tracing=tracing,
     )
-    app.include_router(v1.router)
-    app.include_router(openai.router)
-    app.include_router(v2.router)
-    app.include_router(ops.router)
-    app.include_router(admin.router)
     _install_error_handlers(app)
 
     return app
+
+
+def _install_routes(app: FastAPI) -> None:
+    """The routers, and the direct lane to the generation routes among them."""
+    routers = (v1.router, openai.router, v2.router, ops.router, admin.router)
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(
+        DirectLane,
+        routes=[r for router in routers for r in router.routes if isinstance(r, GenerationRoute)],
+    )
 
 
 async def _sync_revocations(redis: Redis, db: RegistryDatabase, timeout_s: float) -> None:

@@ -13,7 +13,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.api.direct import GenerationRoute
 from gateway.auth import parse_scopes
@@ -64,7 +64,8 @@ async def generate(
         return await unless_disconnected(request, _cached(admitted, svc, request_id, headers))
     if not body.stream:
         answer = await unless_disconnected(request, _complete(admitted, svc, request_id))
-        return JSONResponse(answer.model_dump(), headers=headers)
+        # pydantic writes the JSON itself (what JSONResponse would write from a dict of it).
+        return Response(answer.model_dump_json(), headers=headers, media_type="application/json")
     pieces = await svc.generations.stream(admitted)
     return StreamingResponse(
         _events(admitted, pieces, request_id),

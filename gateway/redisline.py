@@ -21,6 +21,7 @@ waiting, for a caller that has concluded the connection is stuck.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import deque
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
 
 Arg = str | int | float | bytes
 
@@ -138,8 +139,11 @@ class RedisLine:
         self._protocol = None
 
     async def close(self) -> None:
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
+        connecting = self._connecting
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await connecting
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
@@ -150,6 +154,9 @@ class RedisLine:
         # shielded, so one caller's timeout does not cancel it for the others.
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.get_running_loop().create_task(self._open())
+            # Its failure reaches whoever still waits; with nobody left (they timed out) it is
+            # retrieved here, so asyncio does not report it as never retrieved.
+            self._connecting.add_done_callback(_retrieve)
         protocol = await asyncio.shield(self._connecting)
         self._protocol = protocol
         return protocol
@@ -158,6 +165,8 @@ class RedisLine:
         s: Any = self._settings
         loop = asyncio.get_running_loop()
         try:
+            # The connection and its handshake together, within the connect timeout: a server
+            # that accepts and then says nothing must not hold every later caller.
             async with asyncio.timeout(s.socket_connect_timeout):
                 if isinstance(s, UnixDomainSocketConnection):
                     _, protocol = await loop.create_unix_connection(_Protocol, s.path)
@@ -166,21 +175,29 @@ class RedisLine:
                     _, protocol = await loop.create_connection(
                         _Protocol, s.host, s.port, ssl=ssl, server_hostname=s.host if ssl else None
                     )
+                try:
+                    await self._handshake(protocol)
+                except BaseException:
+                    protocol.transport.close()
+                    raise
         except (OSError, TimeoutError) as exc:
-            raise RedisConnectionError(f"could not connect to Redis: {exc}") from exc
-        try:
-            if s.password is not None:
-                auth: tuple[str, ...] = (
-                    ("AUTH", s.username, s.password) if s.username else ("AUTH", s.password)
-                )
-                await protocol.send(_pack(auth))
-            if s.db:
-                await protocol.send(_pack(("SELECT", int(s.db))))
-        except BaseException:
-            assert protocol.transport is not None
-            protocol.transport.close()
-            raise
+            raise RedisConnectionError(f"could not connect to Redis: {exc or 'timed out'}") from exc
         return protocol
+
+    async def _handshake(self, protocol: _Protocol) -> None:
+        s: Any = self._settings
+        if s.password is not None:
+            auth: tuple[str, ...] = (
+                ("AUTH", s.username, s.password) if s.username else ("AUTH", s.password)
+            )
+            await protocol.send(_pack(auth))
+        if s.db:
+            await protocol.send(_pack(("SELECT", int(s.db))))
+
+
+def _retrieve(task: asyncio.Task[_Protocol]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class Script:

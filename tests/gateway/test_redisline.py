@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -214,3 +216,48 @@ def test_a_unix_socket_url_is_followed(tmp_path: Path, run: Any) -> None:
     sent = b"".join(seen)
     assert b"SELECT\r\n$1\r\n3" in sent
     assert b"PING" in sent
+
+
+def test_a_server_that_accepts_and_never_answers_the_handshake_fails_within_the_timeout(
+    run: Any,
+) -> None:
+    """The connect timeout covers AUTH and SELECT too, and a connection attempt that outlives
+    its callers (they gave up sooner) leaves nothing for asyncio to report."""
+
+    async def scenario() -> tuple[float, list[dict[str, Any]]]:
+        reported: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reported.append(ctx))
+        peers: list[asyncio.StreamWriter] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peers.append(writer)
+            await reader.read(-1)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = Redis.from_url(f"redis://:pw@127.0.0.1:{port}/3", socket_connect_timeout=0.3)
+        line = RedisLine.for_client(client)
+        assert line is not None
+        started = time.perf_counter()
+        try:
+            with pytest.raises(TimeoutError):  # this caller gives up first
+                async with asyncio.timeout(0.05):
+                    await line.execute("PING")
+            with pytest.raises(RedisConnectionError, match="could not connect"):
+                await line.execute("PING")  # waits for the same attempt, which times out
+            elapsed = time.perf_counter() - started
+            await asyncio.sleep(0.05)
+            gc.collect()
+            await asyncio.sleep(0)
+        finally:
+            await line.close()
+            await client.aclose()
+            for peer in peers:
+                peer.close()
+            server.close()
+            await server.wait_closed()
+        return elapsed, reported
+
+    elapsed, reported = run(scenario())
+    assert elapsed < 1.0
+    assert reported == []

@@ -25,6 +25,7 @@ from registry.config import RegistrySettings
 from registry.db import connect
 from tests.cli import run_module
 from tests.published import ROOT
+from tests.services import REDIS_URL
 from tests.workers.fakes import CharTokenizer, FakeDecoder
 from workers.config import WorkerSettings
 from workers.engine import Engine, EngineConfig
@@ -173,3 +174,32 @@ def test_a_benchmark_stopped_with_sigterm_stops_the_servers_it_started(
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         log.close()
+
+
+def test_the_redis_benchmark_says_when_redis_is_unreachable() -> None:
+    done = run_module("bench.redisline", "--redis", "redis://127.0.0.1:9/0", env=dict(os.environ))
+    assert done.returncode == 1, done.stderr
+    assert "cannot reach Redis at redis://127.0.0.1:9/0" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.redis
+def test_the_redis_benchmark_prints_both_clients_at_1_and_16_callers() -> None:
+    done = run_module(
+        "bench.redisline",
+        "--redis",
+        REDIS_URL,
+        "--calls",
+        "64",
+        "--rounds",
+        "1",
+        env=dict(os.environ),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [row.split("│")[1:3] for row in done.stdout.splitlines() if row.startswith("│")]
+    assert [[cell.strip() for cell in row] for row in rows] == [
+        ["1", "redis-py"],
+        ["1", "line"],
+        ["16", "redis-py"],
+        ["16", "line"],
+    ], done.stdout

@@ -51,7 +51,8 @@ class _Protocol(asyncio.Protocol):
         self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.transport: Any = None  # uvloop's transports do not subclass asyncio's
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -60,7 +61,8 @@ class _Protocol(asyncio.Protocol):
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
             if not self.waiting:  # nothing asked for this: the stream is out of step
-                self._fail(InvalidResponse("Redis sent a reply nobody asked for"))
+                self._fail_waiting(InvalidResponse("Redis sent a reply nobody asked for"))
+                self.transport.close()
                 return
             future = self.waiting.popleft()
             if future.done():  # its caller gave up (a timeout); the order holds
@@ -71,25 +73,19 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        error = RedisConnectionError(f"lost the connection to Redis: {exc or 'closed'}")
-        while self.waiting:
-            future = self.waiting.popleft()
-            if not future.done():
-                future.set_exception(error)
+        self._fail_waiting(RedisConnectionError(f"lost the connection to Redis: {exc or 'closed'}"))
         if not self.lost.done():
             self.lost.set_result(None)
 
-    def _fail(self, exc: Exception) -> None:
+    def _fail_waiting(self, exc: Exception) -> None:
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
                 future.set_exception(exc)
-        if self.transport is not None:
-            self.transport.close()
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         assert self.transport is not None
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self.loop.create_future()
         self.waiting.append(future)
         self.transport.write(command)
         return future

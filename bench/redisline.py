@@ -24,8 +24,8 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
-from gateway.ratelimit import _TAKE
-from gateway.redisline import RedisLine, Script
+from gateway.ratelimit import _TAKE_SCRIPT
+from gateway.redisline import RedisLine
 
 console = Console()
 CLIENTS = ("redis-py", "line")
@@ -55,7 +55,7 @@ async def measure(
     line = RedisLine.for_client(client)
     if line is None:
         raise SystemExit(f"{url}: a line cannot follow these settings")
-    script, registered = Script(_TAKE), client.register_script(_TAKE)
+    script, registered = _TAKE_SCRIPT, client.register_script(_TAKE_SCRIPT.source)
     args: list[str | int | float] = [10**9, 1000.0, 10**9, 1000.0, 32, ""]
 
     def keys(bucket: str) -> list[str]:

@@ -17,14 +17,16 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from gateway.errors import RateLimited, Unauthorized, Unavailable
-from gateway.redisline import RedisLine, Script
+from gateway.redisline import Arg, RedisLine, Script
 
 log = logging.getLogger("tollgate.gateway.ratelimit")
 
@@ -77,6 +79,8 @@ for i, key in ipairs(KEYS) do
 end
 return given
 """
+
+_TAKE_SCRIPT, _REFUND_SCRIPT = Script(_TAKE), Script(_REFUND)
 
 
 @dataclass(frozen=True)
@@ -179,9 +183,11 @@ class RateLimiter:
         # Admissions and refunds go down a pipelined line of their own (`gateway.redisline`);
         # redis-py's script objects only where a line cannot follow the client's settings.
         self._line = RedisLine.for_client(redis) if redis is not None else None
-        self._take_script, self._refund_script = Script(_TAKE), Script(_REFUND)
-        self._take = redis.register_script(_TAKE) if redis is not None else None
-        self._refund = redis.register_script(_REFUND) if redis is not None else None
+        self._registered: dict[str, AsyncScript] = (
+            {s.sha: redis.register_script(s.source) for s in (_TAKE_SCRIPT, _REFUND_SCRIPT)}
+            if redis is not None and self._line is None
+            else {}
+        )
         self._pending: dict[tuple[str, int], int] = {}
         self._flusher: asyncio.Task[None] | None = None
 
@@ -193,11 +199,24 @@ class RateLimiter:
             raise RateLimitExceeded(decision)
         return decision
 
+    async def _run(self, script: Script, keys: list[str], args: Sequence[Arg]) -> Any:
+        """One script call within the timeout, on the line or through redis-py. A line that
+        timed out is reset: answers queued on a stuck connection would only come late."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if self._line is not None:
+                    return await self._line.evalsha(script, keys, args)
+                return await self._registered[script.sha](keys=keys, args=args)
+        except TimeoutError:
+            if self._line is not None:
+                self._line.reset()
+            raise
+
     async def _decide(self, bucket: str, limits: Limits, cost: int, key_id: str) -> Decision:
-        if self._take is None:
+        if self.redis is None:
             return self.local.take(bucket, limits, cost)
         keys = [f"tollgate:rl:{bucket}:requests", f"tollgate:rl:{bucket}:tokens", REVOKED_SET]
-        args: list[int | float | str] = [
+        args: list[Arg] = [
             limits.requests_capacity,
             limits.requests_per_s,
             limits.tokens_capacity,
@@ -206,15 +225,8 @@ class RateLimiter:
             key_id,
         ]
         try:
-            async with asyncio.timeout(self.timeout_s):
-                if self._line is not None:
-                    answer = await self._line.evalsha(self._take_script, keys, args)
-                else:
-                    answer = await self._take(keys=keys, args=args)
-            allowed, r, k, wait_ms = answer
+            allowed, r, k, wait_ms = await self._run(_TAKE_SCRIPT, keys, args)
         except (RedisError, OSError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError) and self._line is not None:
-                self._line.reset()  # a stuck connection: answers queued on it would be late
             self._on_redis_error()
             if not self.fail_open:
                 log.error("rate limiter: Redis failed, refusing (fail-closed): %s", exc)
@@ -238,7 +250,7 @@ class RateLimiter:
         """Give back reserved tokens within `REFUND_WINDOW_S`, with the other refunds then."""
         if amount <= 0:
             return
-        if decision.backend == "local" or self._refund is None:
+        if decision.backend == "local" or self.redis is None:
             self.local.refund(bucket, limits, amount)
             return
         key = (bucket, limits.tokens_capacity)
@@ -256,19 +268,15 @@ class RateLimiter:
     async def flush(self) -> None:
         """Send every waiting refund to Redis: one script call for all of them."""
         pending, self._pending = self._pending, {}
-        if not pending or self.redis is None or self._refund is None:
+        if not pending or self.redis is None:
             return
         keys = [f"tollgate:rl:{bucket}:tokens" for bucket, _ in pending]
-        args = [n for (_, capacity), amount in pending.items() for n in (capacity, amount)]
+        args: list[Arg] = [
+            n for (_, capacity), amount in pending.items() for n in (capacity, amount)
+        ]
         try:
-            async with asyncio.timeout(self.timeout_s):
-                if self._line is not None:
-                    await self._line.evalsha(self._refund_script, keys, args)
-                else:
-                    await self._refund(keys=keys, args=args)
+            await self._run(_REFUND_SCRIPT, keys, args)
         except (RedisError, OSError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError) and self._line is not None:
-                self._line.reset()
             self._on_redis_error()
             log.warning(
                 "rate limiter: could not refund tokens to %d buckets: %s", len(pending), exc

@@ -25,7 +25,7 @@ from gateway.background import Every
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.routing import RouteTable
+from gateway.routing import Route, RouteTable, VersionInfo
 
 log = logging.getLogger("tollgate.gateway.gates")
 
@@ -139,6 +139,11 @@ class _Series:
     samples: deque[Sample] = field(default_factory=deque)
 
 
+def _live_canary(route: Route | None) -> VersionInfo | None:
+    """The route's canary if it takes traffic (a weight above 0), else None."""
+    return route.canary if route is not None and route.canary_weight > 0 else None
+
+
 class CanaryGates:
     def __init__(
         self,
@@ -148,7 +153,8 @@ class CanaryGates:
     ) -> None:
         self.settings, self.routes, self.clock = settings, routes, clock
         self.metrics: Metrics | None = None  # set by the app
-        self._series: dict[tuple[str, int], _Series] = {}
+        self._series: dict[str, dict[int, _Series]] = {}  # model -> version -> samples
+        self._rules: dict[str, GateRules] = {}
         # Per model: the (canary, production) versions last seen, and since when.
         self._setups: dict[str, tuple[tuple[int | None, int | None], float]] = {}
         self._job = Every(
@@ -157,14 +163,19 @@ class CanaryGates:
         self.pull: Callable[[str, int, str], Any] | None = None  # set by the app
 
     def rules(self, model: str) -> GateRules:
+        """The model's gate rules (its own, else the defaults); made once per model."""
+        known = self._rules.get(model)
+        if known is not None:
+            return known
         s = self.settings
         own = s.canary_gates.get(model, {})
-        return GateRules(
+        rules = self._rules[model] = GateRules(
             window_s=float(own.get("window_s", s.canary_window_s)),
             min_requests=int(own.get("min_requests", s.canary_min_requests)),
             max_error_rate=float(own.get("max_error_rate", s.canary_max_error_rate)),
             max_latency_ratio=float(own.get("max_latency_ratio", s.canary_max_latency_ratio)),
         )
+        return rules
 
     def record(
         self, model: str, version: int, *, failed: bool, ttft_s: float | None, itl_s: float | None
@@ -174,13 +185,12 @@ class CanaryGates:
         Without one there is nothing to judge, and what is served then never counts later
         (only what canary and production serve side by side does), so nothing is kept: a
         gateway without a canary holds no samples, however busy."""
-        self._side_by_side_since(model)
         route = self.routes.routes.get(model)
-        if route is None or route.canary is None or route.canary_weight == 0:
-            if self._series:
-                self._forget_model(model)
+        self._side_by_side_since(model, route)
+        if _live_canary(route) is None:
+            self._series.pop(model, None)
             return
-        series = self._series.setdefault((model, version), _Series())
+        series = self._series.setdefault(model, {}).setdefault(version, _Series())
         series.samples.append(Sample(self.clock(), failed, ttft_s, itl_s))
         self._trim(series, self.rules(model).window_s)
 
@@ -191,19 +201,18 @@ class CanaryGates:
 
     def window(self, model: str, version: int, since: float) -> list[Sample]:
         """The version's samples within the model's window and taken at `since` or later."""
-        series = self._series.get((model, version))
+        series = self._series.get(model, {}).get(version)
         if series is None:
             return []
         self._trim(series, self.rules(model).window_s)
         return [s for s in series.samples if s.at >= since]
 
-    def _side_by_side_since(self, model: str) -> float:
+    def _side_by_side_since(self, model: str, route: Route | None) -> float:
         """When this replica first saw the model's current canary and production versions.
 
         Only what the two served side by side is compared: a version's samples from before
         (the canary's own time as production, production's time alone) were taken under
         another load, and on a busy machine that alone can make one look twice as slow."""
-        route = self.routes.routes.get(model)
         setup = (
             route.canary.version if route and route.canary else None,
             route.production.version if route and route.production else None,
@@ -215,23 +224,20 @@ class CanaryGates:
 
     def verdict(self, model: str) -> Verdict:
         route = self.routes.routes.get(model)
-        if route is None or route.canary is None or route.canary_weight == 0:
+        live = _live_canary(route)
+        if route is None or live is None:
             return Verdict("none", "no canary is taking traffic")
         rules = self.rules(model)
-        since = self._side_by_side_since(model)
-        canary = figures(self.window(model, route.canary.version, since))
+        since = self._side_by_side_since(model, route)
+        canary = figures(self.window(model, live.version, since))
         production = figures(
             self.window(model, route.production.version, since) if route.production else []
         )
         status, reason = judge(canary, production, rules)
-        return Verdict(status, reason, route.canary.version, canary, production, rules)
+        return Verdict(status, reason, live.version, canary, production, rules)
 
     def forget(self, model: str, version: int) -> None:
-        self._series.pop((model, version), None)
-
-    def _forget_model(self, model: str) -> None:
-        for key in [key for key in self._series if key[0] == model]:
-            del self._series[key]
+        self._series.get(model, {}).pop(version, None)
 
     # -- the watcher ------------------------------------------------------------------------
     async def start(self) -> None:

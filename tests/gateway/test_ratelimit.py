@@ -19,7 +19,7 @@ from gateway.ratelimit import (
     RateLimiter,
     RateLimitExceeded,
 )
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, silent_server
 
 LIMITS = Limits(requests_capacity=3, requests_per_s=1.0, tokens_capacity=100, tokens_per_s=10.0)
 
@@ -203,28 +203,16 @@ def test_a_redis_that_stops_answering_counts_as_failed_within_the_timeout() -> N
     network) must not hang requests: after `timeout_s` the limiter falls back or refuses."""
 
     async def scenario(fail_open: bool) -> tuple[str, float]:
-        peers: list[asyncio.StreamWriter] = []
-
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            peers.append(writer)
-            await reader.read(-1)  # reads everything, answers nothing
-
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=None)
-        limiter = RateLimiter(redis=redis, fail_open=fail_open, timeout_s=0.2)
-        started = time.perf_counter()
-        try:
-            backend = (await limiter.take("a", LIMITS, 1)).backend
-        finally:
-            elapsed = time.perf_counter() - started
-            await limiter.close()
-            await redis.aclose()
-            for peer in peers:
-                peer.close()
-                await peer.wait_closed()
-            server.close()
-            await server.wait_closed()
+        async with silent_server() as port:
+            redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=None)
+            limiter = RateLimiter(redis=redis, fail_open=fail_open, timeout_s=0.2)
+            started = time.perf_counter()
+            try:
+                backend = (await limiter.take("a", LIMITS, 1)).backend
+            finally:
+                elapsed = time.perf_counter() - started
+                await limiter.close()
+                await redis.aclose()
         return backend, elapsed
 
     backend, elapsed = asyncio.run(scenario(fail_open=True))

@@ -6,7 +6,8 @@ import asyncio
 import gc
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.redisline import RedisLine, Script
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, silent_server
 
 pytestmark = pytest.mark.redis
 
@@ -39,25 +40,27 @@ def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, T]], T]
 _NAMED = Script("return ARGV[1] .. ':' .. KEYS[1]")
 
 
-async def _line(url: str = REDIS_URL) -> tuple[RedisLine, Redis]:
-    client = Redis.from_url(url)
+@asynccontextmanager
+async def _line(url: str = REDIS_URL, **options: Any) -> AsyncIterator[tuple[RedisLine, Redis]]:
+    """A line made from a redis-py client for `url`, and that client; both closed after."""
+    client = Redis.from_url(url, **options)
     line = RedisLine.for_client(client)
     assert line is not None
-    return line, client
+    try:
+        yield line, client
+    finally:
+        await line.close()
+        await client.aclose()
 
 
 def test_concurrent_commands_share_one_connection_and_each_gets_its_own_answer(run: Any) -> None:
     async def scenario() -> tuple[list[object], int]:
-        line, client = await _line()
-        try:
+        async with _line() as (line, client):
             answers = await asyncio.gather(*(line.execute("ECHO", f"n{i}") for i in range(300)))
             name = f"line-{uuid.uuid4().hex}"
             await line.execute("CLIENT", "SETNAME", name)
             clients = await client.client_list()
             return answers, sum(1 for c in clients if c["name"] == name)
-        finally:
-            await line.close()
-            await client.aclose()
 
     answers, connections = run(scenario())
     assert answers == [f"n{i}".encode() for i in range(300)]
@@ -66,46 +69,34 @@ def test_concurrent_commands_share_one_connection_and_each_gets_its_own_answer(r
 
 def test_a_caller_that_gave_up_does_not_shift_the_answers_of_the_next(run: Any) -> None:
     async def scenario() -> object:
-        line, client = await _line()
-        try:
+        async with _line() as (line, _):
             # BLPOP holds the connection 0.3 s; its caller stops waiting after 0.05 s.
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.05):
                     await line.execute("BLPOP", f"empty-{uuid.uuid4().hex}", "0.3")
             return await line.execute("ECHO", "mine")
-        finally:
-            await line.close()
-            await client.aclose()
 
     assert run(scenario()) == b"mine"
 
 
 def test_scripts_run_by_digest_and_are_sent_again_after_redis_forgot_them(run: Any) -> None:
     async def scenario() -> tuple[object, object, bool]:
-        line, client = await _line()
-        try:
+        async with _line() as (line, client):
             await client.script_flush()
             first = await line.evalsha(_NAMED, ["k"], ["a"])  # NOSCRIPT, then EVAL
             known = (await client.script_exists(_NAMED.sha))[0]
             second = await line.evalsha(_NAMED, ["k"], ["b"])
             return first, second, bool(known)
-        finally:
-            await line.close()
-            await client.aclose()
 
     assert run(scenario()) == (b"a:k", b"b:k", True)
 
 
 def test_error_replies_raise_and_leave_the_line_usable(run: Any) -> None:
     async def scenario() -> object:
-        line, client = await _line()
-        try:
+        async with _line() as (line, _):
             with pytest.raises(ResponseError, match="unknown command"):
                 await line.execute("NO-SUCH-COMMAND")
             return await line.execute("ECHO", "still")
-        finally:
-            await line.close()
-            await client.aclose()
 
     assert run(scenario()) == b"still"
 
@@ -115,16 +106,14 @@ def test_the_database_in_the_url_is_selected(run: Any) -> None:
 
     async def scenario() -> tuple[object, object]:
         base = REDIS_URL.rsplit("/", 1)[0]
-        line, client = await _line(f"{base}/13")
         other = Redis.from_url(f"{base}/12")
-        try:
-            await line.execute("SET", key, "here", "EX", 30)
-            return await client.get(key), await other.get(key)
-        finally:
-            await client.delete(key)
-            await line.close()
-            await client.aclose()
-            await other.aclose()
+        async with _line(f"{base}/13") as (line, client):
+            try:
+                await line.execute("SET", key, "here", "EX", 30)
+                return await client.get(key), await other.get(key)
+            finally:
+                await client.delete(key)
+                await other.aclose()
 
     assert run(scenario()) == (b"here", None)
 
@@ -138,17 +127,15 @@ def test_a_user_and_password_in_the_url_authenticate_the_connection(run: Any) ->
             user, enabled=True, passwords=[f"+{password}"], commands=["+echo", "+select"]
         )
         scheme, rest = REDIS_URL.split("://", 1)
-        line, client = await _line(f"{scheme}://{user}:{password}@{rest}")
-        wrong, wrong_client = await _line(f"{scheme}://{user}:not-{password}@{rest}")
         try:
-            with pytest.raises(RedisError, match="WRONGPASS"):
-                await wrong.execute("ECHO", "x")
-            return await line.execute("ECHO", "authenticated")
+            async with (
+                _line(f"{scheme}://{user}:{password}@{rest}") as (line, _),
+                _line(f"{scheme}://{user}:not-{password}@{rest}") as (wrong, _),
+            ):
+                with pytest.raises(RedisError, match="WRONGPASS"):
+                    await wrong.execute("ECHO", "x")
+                return await line.execute("ECHO", "authenticated")
         finally:
-            for each in (line, wrong):
-                await each.close()
-            for c in (client, wrong_client):
-                await c.aclose()
             await admin.acl_deluser(user)
             await admin.aclose()
 
@@ -157,9 +144,8 @@ def test_a_user_and_password_in_the_url_authenticate_the_connection(run: Any) ->
 
 def test_a_lost_connection_fails_what_waits_and_the_next_command_reconnects(run: Any) -> None:
     async def scenario() -> tuple[BaseException | object, object]:
-        line, client = await _line()
         name = f"line-{uuid.uuid4().hex}"
-        try:
+        async with _line() as (line, client):
             await line.execute("CLIENT", "SETNAME", name)
             waiting = asyncio.ensure_future(line.execute("BLPOP", f"e-{uuid.uuid4().hex}", "5"))
             await asyncio.sleep(0.05)
@@ -168,9 +154,6 @@ def test_a_lost_connection_fails_what_waits_and_the_next_command_reconnects(run:
                     await client.client_kill_filter(_id=c["id"])
             failed = await asyncio.gather(waiting, return_exceptions=True)
             return failed[0], await line.execute("ECHO", "again")
-        finally:
-            await line.close()
-            await client.aclose()
 
     failed, again = run(scenario())
     assert isinstance(failed, RedisConnectionError)
@@ -179,13 +162,9 @@ def test_a_lost_connection_fails_what_waits_and_the_next_command_reconnects(run:
 
 def test_a_refused_connection_is_a_redis_connection_error(run: Any) -> None:
     async def scenario() -> None:
-        line, client = await _line("redis://127.0.0.1:9/0")
-        try:
+        async with _line("redis://127.0.0.1:9/0") as (line, _):
             with pytest.raises(RedisConnectionError, match="could not connect"):
                 await line.execute("PING")
-        finally:
-            await line.close()
-            await client.aclose()
 
     run(scenario())
 
@@ -203,12 +182,10 @@ def test_a_unix_socket_url_is_followed(tmp_path: Path, run: Any) -> None:
             writer.close()
 
         server = await asyncio.start_unix_server(serve, path=str(path))
-        line, client = await _line(f"unix://{path}?db=3")
         try:
-            return await line.execute("PING")
+            async with _line(f"unix://{path}?db=3") as (line, _):
+                return await line.execute("PING")
         finally:
-            await line.close()
-            await client.aclose()
             server.close()
             await server.wait_closed()
 
@@ -227,19 +204,11 @@ def test_a_server_that_accepts_and_never_answers_the_handshake_fails_within_the_
     async def scenario() -> tuple[float, list[dict[str, Any]]]:
         reported: list[dict[str, Any]] = []
         asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reported.append(ctx))
-        peers: list[asyncio.StreamWriter] = []
-
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            peers.append(writer)
-            await reader.read(-1)
-
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = Redis.from_url(f"redis://:pw@127.0.0.1:{port}/3", socket_connect_timeout=0.3)
-        line = RedisLine.for_client(client)
-        assert line is not None
-        started = time.perf_counter()
-        try:
+        async with (
+            silent_server() as port,
+            _line(f"redis://:pw@127.0.0.1:{port}/3", socket_connect_timeout=0.3) as (line, _),
+        ):
+            started = time.perf_counter()
             with pytest.raises(TimeoutError):  # this caller gives up first
                 async with asyncio.timeout(0.05):
                     await line.execute("PING")
@@ -249,13 +218,6 @@ def test_a_server_that_accepts_and_never_answers_the_handshake_fails_within_the_
             await asyncio.sleep(0.05)
             gc.collect()
             await asyncio.sleep(0)
-        finally:
-            await line.close()
-            await client.aclose()
-            for peer in peers:
-                peer.close()
-            server.close()
-            await server.wait_closed()
         return elapsed, reported
 
     elapsed, reported = run(scenario())

@@ -23,6 +23,7 @@ from gateway.upstream import (
     parse_response,
 )
 from tests.published import free_port
+from tests.services import silent_server
 from workers.cli import prepare, server_for
 from workers.config import WorkerSettings
 
@@ -228,29 +229,18 @@ def test_a_deadline_that_ends_a_call_still_connecting_is_a_timeout_not_a_dead_se
     (its health is the health checker's call)."""
 
     async def scenario() -> None:
-        peers: list[asyncio.StreamWriter] = []
-
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            peers.append(writer)
-            await reader.read(-1)
-
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        pool = TritonPool([f"127.0.0.1:{port}"], timeout_s=0.05, health_interval_s=60)
-        call = GenerateCall(model="gen", version=1, prompt="x", max_tokens=4)
-        try:
-            for _ in range(3):
-                started = time.monotonic()
-                with pytest.raises(UpstreamTimeout):
-                    [p async for p in pool.generate(call)]
-                assert time.monotonic() - started < 5
-            assert pool.endpoints[0].healthy
-        finally:
-            await pool.stop()
-            for peer in peers:
-                peer.close()
-            server.close()
-            await server.wait_closed()
+        async with silent_server() as port:
+            pool = TritonPool([f"127.0.0.1:{port}"], timeout_s=0.05, health_interval_s=60)
+            call = GenerateCall(model="gen", version=1, prompt="x", max_tokens=4)
+            try:
+                for _ in range(3):
+                    started = time.monotonic()
+                    with pytest.raises(UpstreamTimeout):
+                        [p async for p in pool.generate(call)]
+                    assert time.monotonic() - started < 5
+                assert pool.endpoints[0].healthy
+            finally:
+                await pool.stop()
 
     asyncio.run(scenario())
 

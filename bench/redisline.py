@@ -1,9 +1,12 @@
 """The admission script through redis-py and through `gateway.redisline.RedisLine`.
 
-Both run the rate limiter's real admission script (`gateway.ratelimit`) against the same Redis,
-alternating rounds, with 1 and 16 callers at once, and the table gives this process's CPU time
-per call (what the gateway would spend on it) and the wall time per call. Redis shares the
-machine, so compare within a run.
+Each runs the rate limiter's real admission script (`gateway.ratelimit`) against the same
+Redis, bounded by a timeout the way the gateway bounds it, in alternating rounds, with 1 and 16
+callers at once: redis-py inside `asyncio.timeout`; a line inside `asyncio.timeout` (a timer
+per call); and a line keeping its commands' deadlines itself (one timer for the connection),
+which is how the gateway calls it. The table gives this process's CPU time per call (what the
+gateway would spend on it) and the wall time per call. Redis shares the machine, so compare
+within a run.
 
     python -m bench.redisline [--redis redis://127.0.0.1:6379/14] [--calls 3000] [--rounds 3]
 """
@@ -28,7 +31,8 @@ from gateway.ratelimit import _TAKE_SCRIPT
 from gateway.redisline import RedisLine
 
 console = Console()
-CLIENTS = ("redis-py", "line")
+CLIENTS = ("redis-py", "line+timer", "line")
+TIMEOUT_S = 1.0  # the gateway's default `redis_timeout_s`
 
 
 async def _round(
@@ -52,8 +56,9 @@ async def measure(
     url: str, calls: int, rounds: int
 ) -> dict[tuple[str, int], list[tuple[float, float]]]:
     client = Redis.from_url(url, socket_timeout=None)
-    line = RedisLine.for_client(client)
-    if line is None:
+    line = RedisLine.for_client(client, TIMEOUT_S)
+    timed_line = RedisLine.for_client(client)  # no deadlines of its own
+    if line is None or timed_line is None:
         raise SystemExit(f"{url}: a line cannot follow these settings")
     script, registered = _TAKE_SCRIPT, client.register_script(_TAKE_SCRIPT.source)
     args: list[str | int | float] = [10**9, 1000.0, 10**9, 1000.0, 32, ""]
@@ -62,12 +67,21 @@ async def measure(
         return [f"{bucket}:requests", f"{bucket}:tokens", "bench:revoked"]
 
     async def through_redis_py(bucket: str) -> Any:
-        return await registered(keys=keys(bucket), args=args)
+        async with asyncio.timeout(TIMEOUT_S):
+            return await registered(keys=keys(bucket), args=args)
+
+    async def through_timed_line(bucket: str) -> Any:
+        async with asyncio.timeout(TIMEOUT_S):
+            return await timed_line.evalsha(script, keys(bucket), args)
 
     async def through_line(bucket: str) -> Any:
         return await line.evalsha(script, keys(bucket), args)
 
-    systems = {"redis-py": through_redis_py, "line": through_line}
+    systems = {
+        "redis-py": through_redis_py,
+        "line+timer": through_timed_line,
+        "line": through_line,
+    }
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     try:
         for callers in (1, 16):
@@ -80,6 +94,7 @@ async def measure(
                     )
     finally:
         await line.close()
+        await timed_line.close()
         await client.aclose()
     return results
 

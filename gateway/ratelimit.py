@@ -182,7 +182,7 @@ class RateLimiter:
         self._on_redis_error = on_redis_error or (lambda: None)
         # Admissions and refunds go down a pipelined line of their own (`gateway.redisline`);
         # redis-py's script objects only where a line cannot follow the client's settings.
-        self._line = RedisLine.for_client(redis) if redis is not None else None
+        self._line = RedisLine.for_client(redis, timeout_s) if redis is not None else None
         self._registered: dict[str, AsyncScript] = (
             {s.sha: redis.register_script(s.source) for s in (_TAKE_SCRIPT, _REFUND_SCRIPT)}
             if redis is not None and self._line is None
@@ -200,17 +200,12 @@ class RateLimiter:
         return decision
 
     async def _run(self, script: Script, keys: list[str], args: Sequence[Arg]) -> Any:
-        """One script call within the timeout, on the line or through redis-py. A line that
-        timed out is reset: answers queued on a stuck connection would only come late."""
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                if self._line is not None:
-                    return await self._line.evalsha(script, keys, args)
-                return await self._registered[script.sha](keys=keys, args=args)
-        except TimeoutError:
-            if self._line is not None:
-                self._line.reset()
-            raise
+        """One script call within the timeout, on the line (which keeps the deadlines of its
+        commands itself, and drops a stuck connection) or through redis-py."""
+        if self._line is not None:
+            return await self._line.evalsha(script, keys, args)
+        async with asyncio.timeout(self.timeout_s):
+            return await self._registered[script.sha](keys=keys, args=args)
 
     async def _decide(self, bucket: str, limits: Limits, cost: int, key_id: str) -> Decision:
         if self.redis is None:

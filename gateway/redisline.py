@@ -13,15 +13,22 @@ settings (a credential provider).
 
 The connection is made from the redis-py client's own settings (host and port or Unix
 socket, TLS context, user name, password, database), on first use and again after it is
-lost. A caller that gives up on its answer (a timeout) does not disturb the order: its answer
-is read and dropped when it comes. `reset` closes the connection, failing what is still
-waiting, for a caller that has concluded the connection is stuck.
+lost. A caller that gives up on its answer (it was cancelled) does not disturb the order: its
+answer is read and dropped when it comes.
+
+Every command has a deadline, `timeout_s` after it was written. Instead of a timer per
+command (an `asyncio.timeout` around each call cost more than the rest of the call's Python),
+one timer watches the oldest unanswered command: replies come in order, so when that one is
+overdue the connection is stuck, everything waiting on it fails with `TimeoutError`, and the
+next command opens a new connection. Connecting, the handshake included, has the same bound.
+`reset` closes the connection the same way, for a caller that has its own reason to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 from collections import deque
 from collections.abc import Sequence
@@ -47,25 +54,29 @@ def _pack(command: tuple[Arg, ...]) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float | None = None) -> None:
         self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        # Each unanswered command: its caller's future and its deadline (loop time).
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.timeout_s = timeout_s
         self.transport: Any = None  # uvloop's transports do not subclass asyncio's
+        self.open = False
         self.loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[None] = self.loop.create_future()
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.open = True
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
             if not self.waiting:  # nothing asked for this: the stream is out of step
-                self._fail_waiting(InvalidResponse("Redis sent a reply nobody asked for"))
-                self.transport.close()
+                self.abort(InvalidResponse("Redis sent a reply nobody asked for"))
                 return
-            future = self.waiting.popleft()
-            if future.done():  # its caller gave up (a timeout); the order holds
+            future, _ = self.waiting.popleft()
+            if future.done():  # its caller gave up; the order holds
                 continue
             if isinstance(reply, ResponseError):
                 future.set_exception(reply)
@@ -73,49 +84,81 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
         self._fail_waiting(RedisConnectionError(f"lost the connection to Redis: {exc or 'closed'}"))
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if not self.lost.done():
             self.lost.set_result(None)
 
+    def abort(self, exc: Exception) -> None:
+        """Fail what waits with `exc` and close the connection; nothing more is sent on it."""
+        self.open = False
+        self._fail_waiting(exc)
+        if self.transport is not None:
+            self.transport.close()
+
     def _fail_waiting(self, exc: Exception) -> None:
         while self.waiting:
-            future = self.waiting.popleft()
+            future, _ = self.waiting.popleft()
             if not future.done():
                 future.set_exception(exc)
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         assert self.transport is not None
         future: asyncio.Future[Any] = self.loop.create_future()
-        self.waiting.append(future)
+        if self.timeout_s is None:
+            self.waiting.append((future, 0.0))
+        else:
+            deadline = self.loop.time() + self.timeout_s
+            self.waiting.append((future, deadline))
+            if self._watchdog is None:
+                self._watchdog = self.loop.call_at(deadline, self._check)
         self.transport.write(command)
         return future
+
+    def _check(self) -> None:
+        """The watchdog: fail the connection if its oldest unanswered command is overdue,
+        else wake again at that command's deadline."""
+        self._watchdog = None
+        if not self.waiting:
+            return
+        deadline = self.waiting[0][1]
+        if self.loop.time() >= deadline:
+            self.abort(TimeoutError(f"Redis did not answer within {self.timeout_s} s"))
+        else:
+            self._watchdog = self.loop.call_at(deadline, self._check)
 
 
 class RedisLine:
     """Pipelined commands on one connection, configured like `client`'s connections."""
 
-    def __init__(self, settings: AbstractConnection) -> None:
+    def __init__(self, settings: AbstractConnection, timeout_s: float | None = None) -> None:
         self._settings = settings
+        self.timeout_s = timeout_s
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
 
     @classmethod
-    def for_client(cls, client: Redis) -> RedisLine | None:
-        """A line to where `client` connects, or None when its settings are ones a line
-        cannot follow (a credential provider, which redis-py asks for the password on each
-        connection)."""
+    def for_client(cls, client: Redis, timeout_s: float | None = None) -> RedisLine | None:
+        """A line to where `client` connects, each command (and connecting) bounded by
+        `timeout_s`; None when `client`'s settings are ones a line cannot follow (a credential
+        provider, which redis-py asks for the password on each connection)."""
         # An unconnected connection object carries the client's settings, parsed from its URL.
         settings = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         if getattr(settings, "credential_provider", None) is not None:
             return None
-        return cls(settings)
+        return cls(settings, timeout_s)
 
     async def execute(self, *args: Arg) -> Any:
         """Send one command; its reply, or `ResponseError` for an error reply, or a
-        `redis.exceptions.ConnectionError` when the connection fails first."""
+        `redis.exceptions.ConnectionError` when the connection fails first, or `TimeoutError`
+        when Redis does not answer (or the connection is not made) within `timeout_s`."""
         protocol = self._protocol
-        if protocol is None or protocol.lost.done():
-            protocol = await self._connect()
+        if protocol is None or not protocol.open:
+            async with asyncio.timeout(self.timeout_s):
+                protocol = await self._connect()
         return await protocol.send(_pack(args))
 
     async def evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
@@ -130,8 +173,8 @@ class RedisLine:
 
     def reset(self) -> None:
         """Close the connection (what still waits fails); the next command opens a new one."""
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.close()
+        if self._protocol is not None:
+            self._protocol.abort(RedisConnectionError("the connection to Redis was reset"))
         self._protocol = None
 
     async def close(self) -> None:
@@ -164,12 +207,13 @@ class RedisLine:
             # The connection and its handshake together, within the connect timeout: a server
             # that accepts and then says nothing must not hold every later caller.
             async with asyncio.timeout(s.socket_connect_timeout):
+                made = functools.partial(_Protocol, self.timeout_s)
                 if isinstance(s, UnixDomainSocketConnection):
-                    _, protocol = await loop.create_unix_connection(_Protocol, s.path)
+                    _, protocol = await loop.create_unix_connection(made, s.path)
                 else:
                     ssl = s.ssl_context.get() if isinstance(s, SSLConnection) else None
                     _, protocol = await loop.create_connection(
-                        _Protocol, s.host, s.port, ssl=ssl, server_hostname=s.host if ssl else None
+                        made, s.host, s.port, ssl=ssl, server_hostname=s.host if ssl else None
                     )
                 try:
                     await self._handshake(protocol)

@@ -184,7 +184,7 @@ def test_the_redis_benchmark_says_when_redis_is_unreachable() -> None:
 
 
 @pytest.mark.redis
-def test_the_redis_benchmark_prints_both_clients_at_1_and_16_callers() -> None:
+def test_the_redis_benchmark_prints_each_client_at_1_and_16_callers() -> None:
     done = run_module(
         "bench.redisline",
         "--redis",
@@ -199,7 +199,9 @@ def test_the_redis_benchmark_prints_both_clients_at_1_and_16_callers() -> None:
     rows = [row.split("│")[1:3] for row in done.stdout.splitlines() if row.startswith("│")]
     assert [[cell.strip() for cell in row] for row in rows] == [
         ["1", "redis-py"],
+        ["1", "line+timer"],
         ["1", "line"],
         ["16", "redis-py"],
+        ["16", "line+timer"],
         ["16", "line"],
     ], done.stdout

@@ -41,10 +41,12 @@ _NAMED = Script("return ARGV[1] .. ':' .. KEYS[1]")
 
 
 @asynccontextmanager
-async def _line(url: str = REDIS_URL, **options: Any) -> AsyncIterator[tuple[RedisLine, Redis]]:
+async def _line(
+    url: str = REDIS_URL, timeout_s: float | None = None, **options: Any
+) -> AsyncIterator[tuple[RedisLine, Redis]]:
     """A line made from a redis-py client for `url`, and that client; both closed after."""
     client = Redis.from_url(url, **options)
-    line = RedisLine.for_client(client)
+    line = RedisLine.for_client(client, timeout_s)
     assert line is not None
     try:
         yield line, client
@@ -223,3 +225,58 @@ def test_a_server_that_accepts_and_never_answers_the_handshake_fails_within_the_
     elapsed, reported = run(scenario())
     assert elapsed < 1.0
     assert reported == []
+
+
+def test_a_command_unanswered_within_the_timeout_fails_what_waits_behind_it_and_reconnects(
+    run: Any,
+) -> None:
+    """BLPOP holds the connection past the line's deadline: it and the command queued behind
+    it fail with TimeoutError at the deadline, and the next command gets a new connection."""
+
+    async def scenario() -> tuple[list[BaseException | object], float, int, int, object]:
+        async with _line(timeout_s=0.3) as (line, _):
+            before = await line.execute("CLIENT", "ID")
+            started = time.perf_counter()
+            blocked = asyncio.ensure_future(line.execute("BLPOP", f"e-{uuid.uuid4().hex}", "3"))
+            await asyncio.sleep(0.1)
+            behind = asyncio.ensure_future(line.execute("ECHO", "behind"))
+            failed = await asyncio.gather(blocked, behind, return_exceptions=True)
+            elapsed = time.perf_counter() - started
+            after = await line.execute("CLIENT", "ID")
+            return failed, elapsed, before, after, await line.execute("ECHO", "again")
+
+    failed, elapsed, before, after, again = run(scenario())
+    assert [type(f) for f in failed] == [TimeoutError, TimeoutError]
+    assert 0.25 < elapsed < 1.0
+    assert after != before, "a stuck connection is not used again"
+    assert again == b"again"
+
+
+def test_each_command_has_its_whole_timeout_from_when_it_was_sent(run: Any) -> None:
+    """The watchdog armed for a first, answered command does not cut short a later one: the
+    BLPOP sent 0.3 s in has until 0.8 s, and answers (nil) at 0.7 s."""
+
+    async def scenario() -> tuple[object, object]:
+        async with _line(timeout_s=0.5) as (line, _):
+            first = await line.execute("ECHO", "first")
+            await asyncio.sleep(0.3)
+            return first, await line.execute("BLPOP", f"e-{uuid.uuid4().hex}", "0.4")
+
+    assert run(scenario()) == (b"first", None)
+
+
+def test_connecting_is_bounded_by_the_line_timeout_too(run: Any) -> None:
+    """A client without a connect timeout of its own: the line's timeout bounds the handshake
+    with a server that never answers it."""
+
+    async def scenario() -> float:
+        async with (
+            silent_server() as port,
+            _line(f"redis://:pw@127.0.0.1:{port}/0", timeout_s=0.2) as (line, _),
+        ):
+            started = time.perf_counter()
+            with pytest.raises(TimeoutError):
+                await line.execute("PING")
+            return time.perf_counter() - started
+
+    assert run(scenario()) < 1.0

@@ -9,16 +9,23 @@ so a streamed answer's (chunked) head still leaves at once, before its first eve
 `100 Continue` is not held. If the app fails between the two, the connection is closed, as
 uvicorn closes it then anyway: the client gets no head it would have had to discard.
 
+It also tells a request's work when the connection is lost, through the
+`tollgate.disconnect` scope extension (`gateway.disconnect.ConnectionWatch`), without a task
+waiting on `receive` for every request.
+
 The gateway serves with it (`python -m gateway serve`, `run`); it changes nothing else of
 uvicorn's, and a uvicorn whose request cycle lacks what it relies on fails its tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from gateway.disconnect import EXTENSION, ConnectionWatch
 
 
 class _HeadWithBody:
@@ -59,7 +66,20 @@ class _HeadWithBody:
 
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering in one write, and offering each request the
+    `tollgate.disconnect` scope extension (`gateway.disconnect`)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.watch = ConnectionWatch(self.flow.resume_reading)
+        self._extension: dict[object, object] = {"watch": self.watch}
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.watch.lose()
+
     def on_headers_complete(self) -> None:
+        self.scope.setdefault("extensions", {})[EXTENSION] = self._extension
         super().on_headers_complete()
         cycle = self.cycle
         # (An upgrade request returns early, leaving the previous cycle, already wrapped.)

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gateway.app import create_app
 from gateway.auth import TokenService
 from gateway.config import GatewaySettings
+from gateway.http1 import OneWriteHttpToolsProtocol
 from gateway.keys import KeyInfo, KeyLimits, create_key
 from registry.db import connect
 from tests.cli import run_module
@@ -95,6 +96,7 @@ def system(published: WorkerSettings) -> Iterator[System]:
                 host="127.0.0.1",
                 port=settings.port,
                 log_level="warning",
+                http=OneWriteHttpToolsProtocol,  # the gateway's own server stack, as it serves
             )
         )
         thread = threading.Thread(target=server.run, daemon=True)

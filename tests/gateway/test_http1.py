@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
+import time
 import weakref
 from typing import Any
 
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -17,6 +20,7 @@ from uvicorn.server import ServerState
 
 from gateway import cli
 from gateway.config import GatewaySettings
+from gateway.disconnect import EXTENSION, ClientGone, unless_disconnected
 from gateway.http1 import OneWriteHttpToolsProtocol
 
 
@@ -175,6 +179,67 @@ def test_a_finished_request_is_freed_at_once_not_left_to_the_collector() -> None
         assert asyncio.run(scenario())
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("http", "offered"),
+    [(OneWriteHttpToolsProtocol, True), ("httptools", False)],
+    ids=["gateway-protocol", "uvicorn-protocol"],
+)
+def test_a_real_server_cancels_the_work_of_a_client_that_hangs_up(http: Any, offered: bool) -> None:
+    """Through real sockets: with the gateway's protocol the work hears of it through the
+    `tollgate.disconnect` extension, with uvicorn's own through `receive`; either way it stops."""
+    seen: dict[str, Any] = {}
+
+    async def slow(request: Request) -> Response:
+        seen["offered"] = EXTENSION in request.scope.get("extensions", {})
+        seen["started"].set()
+
+        async def work() -> str:
+            await asyncio.sleep(30)
+            return "too late"
+
+        try:
+            return Response(await unless_disconnected(request, work()))
+        except ClientGone:
+            seen["outcome"] = "gone"
+            raise
+
+    async def scenario() -> float:
+        seen["started"] = asyncio.Event()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        config = Config(
+            app=Starlette(routes=[Route("/slow", slow, methods=["POST"])]),
+            port=port,
+            http=http,
+            lifespan="off",
+            log_config=None,
+            log_level="critical",
+            timeout_graceful_shutdown=1,
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.ensure_future(server.serve())
+        try:
+            async with asyncio.timeout(10):
+                while not server.started:
+                    await asyncio.sleep(0.01)
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"POST /slow HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\n{}")
+                await seen["started"].wait()
+                left = time.perf_counter()
+                writer.close()
+                while "outcome" not in seen:
+                    await asyncio.sleep(0.005)
+                return time.perf_counter() - left
+        finally:
+            server.should_exit = True
+            await serving
+
+    assert asyncio.run(scenario()) < 2
+    assert seen["offered"] is offered
+    assert seen["outcome"] == "gone"
 
 
 def test_the_gateway_serves_with_it(monkeypatch: pytest.MonkeyPatch) -> None:

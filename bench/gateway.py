@@ -3,7 +3,8 @@
 The same non-streamed requests go to the same Triton three ways: straight over gRPC (the
 gateway's own Triton client, `gateway.upstream.Endpoint`, on kept streams); over HTTP
 (`aiohttp`, a lean load generator) through a gateway process with everything on (JWT auth, the
-Redis rate limit when Redis answers, metrics, logs); and over HTTP through `bench.floor`, the
+Redis rate limit when Redis answers, metrics, and its JSON access line per request at the
+default log level, written to `var/bench/gateway.log`); and over HTTP through `bench.floor`, the
 least a Python gateway can do (the same server stack and Triton client, no features), which
 splits what the gateway adds into the HTTP-to-gRPC hop itself and the gateway's features.
 Rounds alternate between the three, at concurrency 1, 16 and 64, against an instant echo model
@@ -261,13 +262,18 @@ def main() -> None:
         "TOLLGATE_CACHE_TTL_S": "0",
         "TOLLGATE_RATE_REQUESTS_CAPACITY": str(10**9),
         "TOLLGATE_RATE_TOKENS_CAPACITY": str(10**9),
-        "TOLLGATE_LOG_LEVEL": "warning",
     }
     results: list[Round] = []
     prefix = os.environ.get("BENCH_GATEWAY_PREFIX", "").split()
-    with server_for(settings, ["echo", args.model]) as triton:
+    # The gateway logs as it does by default (an access line per request, at info), to a file.
+    log_path = base.var_dir / "bench" / "gateway.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with server_for(settings, ["echo", args.model]) as triton, log_path.open("w") as log:
         gateway = subprocess.Popen(
-            [sys.executable, *prefix, "-m", "gateway", "serve"], env=env, stdout=subprocess.DEVNULL
+            [sys.executable, *prefix, "-m", "gateway", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
         floor_port, grpc = free_port(), triton.grpc_url
         floor = subprocess.Popen(
@@ -278,7 +284,7 @@ def main() -> None:
         try:
             gateway_url = f"http://127.0.0.1:{settings.port}"
             floor_url = f"http://127.0.0.1:{floor_port}/generate"
-            _wait_until_up(f"{gateway_url}/readyz", "the gateway", want=200)
+            _wait_until_up(f"{gateway_url}/readyz", f"the gateway (its log: {log_path})", want=200)
             _wait_until_up(floor_url, "bench.floor", want=400)  # up: it refuses an empty body
             endpoints = {
                 "gateway": gateway_url,

@@ -387,7 +387,7 @@ class TritonPool:
     async def generate(self, call: GenerateCall) -> AsyncIterator[Piece]:
         """Stream the worker's responses; raise a GatewayError on failure."""
         tried: set[str] = set()
-        last: GatewayError = Unavailable("no Triton endpoint is configured")
+        last: GatewayError | None = None
         request = infer_request(call)
         while (endpoint := self._pick(tried)) is not None and len(tried) < 2:
             tried.add(endpoint.url)
@@ -405,7 +405,7 @@ class TritonPool:
                 log.warning("%s failed before the first token: %s", endpoint.url, exc.error)
             finally:
                 endpoint.outstanding -= 1
-        raise last
+        raise last or Unavailable("no Triton endpoint is configured")
 
     async def _stream(
         self, endpoint: Endpoint, request: service_pb2.ModelInferRequest

@@ -272,3 +272,13 @@ def test_a_call_that_fails_because_its_deadline_cancelled_it_is_a_timeout(
             await pool.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_pool_without_endpoints_answers_unavailable() -> None:
+    async def scenario() -> None:
+        pool = TritonPool([], timeout_s=1, health_interval_s=60)
+        call = GenerateCall(model="gen", version=1, prompt="x", max_tokens=4)
+        with pytest.raises(Unavailable, match="no Triton endpoint is configured"):
+            [p async for p in pool.generate(call)]
+
+    asyncio.run(scenario())

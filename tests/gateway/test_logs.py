@@ -83,9 +83,14 @@ def test_configured_logging_writes_json_lines_without_looking_up_callers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     seen: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
     with _configured():
         logger = logging.getLogger("tollgate.test")
-        logger.addFilter(lambda record: seen.append(record) or True)
+        logger.addFilter(keep)
         try:
             logger.info("request", extra={"status": 200})
             logger.debug("not at info")

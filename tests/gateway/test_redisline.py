@@ -233,14 +233,14 @@ def test_a_command_unanswered_within_the_timeout_fails_what_waits_behind_it_and_
     """BLPOP holds the connection past the line's deadline: it and the command queued behind
     it fail with TimeoutError at the deadline, and the next command gets a new connection."""
 
-    async def scenario() -> tuple[list[BaseException | object], float, int, int, object]:
+    async def scenario() -> tuple[list[BaseException | object], float, object, object, object]:
         async with _line(timeout_s=0.3) as (line, _):
             before = await line.execute("CLIENT", "ID")
             started = time.perf_counter()
             blocked = asyncio.ensure_future(line.execute("BLPOP", f"e-{uuid.uuid4().hex}", "3"))
             await asyncio.sleep(0.1)
             behind = asyncio.ensure_future(line.execute("ECHO", "behind"))
-            failed = await asyncio.gather(blocked, behind, return_exceptions=True)
+            failed = list(await asyncio.gather(blocked, behind, return_exceptions=True))
             elapsed = time.perf_counter() - started
             after = await line.execute("CLIENT", "ID")
             return failed, elapsed, before, after, await line.execute("ECHO", "again")

@@ -217,12 +217,16 @@ async def run_round(
             result.latencies.append(await send())
 
     pid = endpoints["floor_pid"] if kind == "floor" else endpoints["gateway_pid"]
-    cpu0, client0, started = _cpu(pid), time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(level)))
-    result.wall_s, result.cpu_s = time.perf_counter() - started, _cpu(pid) - cpu0
-    result.client_cpu_s = time.process_time() - client0
-    await http.close()
-    await triton.close()
+    try:
+        cpu0, client0, started = _cpu(pid), time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(level)))
+        result.wall_s, result.cpu_s = time.perf_counter() - started, _cpu(pid) - cpu0
+        result.client_cpu_s = time.process_time() - client0
+    finally:
+        # Also when the round is cancelled (SIGTERM): a gRPC stream left open would hold
+        # Triton's shutdown for its whole exit timeout.
+        await http.close()
+        await triton.close()
     return result
 
 
@@ -241,6 +245,25 @@ def main() -> None:
     base = GatewaySettings()
     levels = [int(c) for c in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    try:
+        results, targets = _measure(args, base, levels, work, console)
+    finally:  # also when stopped (SIGTERM) or failed
+        shutil.rmtree(work, ignore_errors=True)
+    console.print(report(results, levels, targets))
+    plot = args.plot or base.var_dir / "bench" / "gateway.png"
+    save_plot(results, levels, plot)
+    console.print(f"plot: {plot}")
+
+
+def _measure(
+    args: argparse.Namespace,
+    base: GatewaySettings,
+    levels: list[int],
+    work: Path,
+    console: Console,
+) -> tuple[list[Round], list[tuple[str, int]]]:
+    """Start Triton, the gateway and the floor on a registry built in `work`, and run the
+    rounds; every server is stopped however this ends."""
     settings, version = build(base, args.model, work)
     settings = settings.model_copy(
         update={
@@ -311,14 +334,21 @@ def main() -> None:
                             )
                     console.print(f"{target[0]} at concurrency {level} done")
         finally:
-            for process in (gateway, floor):
-                process.terminate()
-                process.wait(30)
-    shutil.rmtree(work, ignore_errors=True)
-    console.print(report(results, levels, targets))
-    plot = args.plot or base.var_dir / "bench" / "gateway.png"
-    save_plot(results, levels, plot)
-    console.print(f"plot: {plot}")
+            _stop(gateway, floor)
+    return results, targets
+
+
+def _stop(*processes: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to each at once, then wait; one that has not exited within 30 s is killed."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + 30
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _wait_until_up(url: str, what: str, want: int) -> None:

@@ -137,6 +137,7 @@ def test_a_benchmark_stopped_with_sigterm_stops_the_servers_it_started(
         "TOLLGATE_DATABASE_URL": published.database_url,
         "TOLLGATE_MODEL_REPOSITORY": str(published.model_repository),
         "TOLLGATE_TRITON_HOME": str(published.triton_path),
+        "TMPDIR": str(tmp_path),  # where the benchmark makes its throw-away registry
     }
     command = ["bench.gateway", "--model", "gen", "--only-echo", "--concurrency", "1"]
     log = (tmp_path / "bench.log").open("wb")
@@ -166,6 +167,7 @@ def test_a_benchmark_stopped_with_sigterm_stops_the_servers_it_started(
         left = {pid: name for pid, name in started.items() if _alive(pid)}
         assert not left, f"still running after the benchmark was stopped: {left}"
         assert bench.returncode == 128 + signal.SIGTERM
+        assert not list(tmp_path.glob("tollgate-bench-*")), "its throw-away registry is left"
     finally:
         if bench.poll() is None:
             bench.kill()

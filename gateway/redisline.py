@@ -21,7 +21,6 @@ command (an `asyncio.timeout` around each call cost more than the rest of the ca
 one timer watches the oldest unanswered command: replies come in order, so when that one is
 overdue the connection is stuck, everything waiting on it fails with `TimeoutError`, and the
 next command opens a new connection. Connecting, the handshake included, has the same bound.
-`reset` closes the connection the same way, for a caller that has its own reason to.
 """
 
 from __future__ import annotations
@@ -60,14 +59,12 @@ class _Protocol(asyncio.Protocol):
         self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.timeout_s = timeout_s
         self.transport: Any = None  # uvloop's transports do not subclass asyncio's
-        self.open = False
         self.loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.open = True
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -84,7 +81,6 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.open = False
         self._fail_waiting(RedisConnectionError(f"lost the connection to Redis: {exc or 'closed'}"))
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -94,7 +90,6 @@ class _Protocol(asyncio.Protocol):
 
     def abort(self, exc: Exception) -> None:
         """Fail what waits with `exc` and close the connection; nothing more is sent on it."""
-        self.open = False
         self._fail_waiting(exc)
         if self.transport is not None:
             self.transport.close()
@@ -156,7 +151,7 @@ class RedisLine:
         `redis.exceptions.ConnectionError` when the connection fails first, or `TimeoutError`
         when Redis does not answer (or the connection is not made) within `timeout_s`."""
         protocol = self._protocol
-        if protocol is None or not protocol.open:
+        if protocol is None or protocol.transport.is_closing():
             async with asyncio.timeout(self.timeout_s):
                 protocol = await self._connect()
         return await protocol.send(_pack(args))
@@ -170,12 +165,6 @@ class RedisLine:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         return await self.execute("EVAL", script.source, len(keys), *keys, *args)
-
-    def reset(self) -> None:
-        """Close the connection (what still waits fails); the next command opens a new one."""
-        if self._protocol is not None:
-            self._protocol.abort(RedisConnectionError("the connection to Redis was reset"))
-        self._protocol = None
 
     async def close(self) -> None:
         connecting = self._connecting

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
 import time
 import weakref
 from typing import Any
@@ -22,6 +21,7 @@ from gateway import cli
 from gateway.config import GatewaySettings
 from gateway.disconnect import EXTENSION, ClientGone, unless_disconnected
 from gateway.http1 import OneWriteHttpToolsProtocol
+from tests.published import free_port
 
 
 class Recorder:
@@ -207,9 +207,7 @@ def test_a_real_server_cancels_the_work_of_a_client_that_hangs_up(http: Any, off
 
     async def scenario() -> float:
         seen["started"] = asyncio.Event()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         config = Config(
             app=Starlette(routes=[Route("/slow", slow, methods=["POST"])]),
             port=port,

@@ -23,10 +23,9 @@ from redis.exceptions import RedisError
 
 from gateway.background import Every
 from gateway.errors import NotFound, Unavailable
-from registry import aliases, catalog
 from registry.db import RegistryDatabase, reading
 from registry.errors import RegistryError
-from registry.tables import VersionStatus
+from registry.serving import hyperparameters_of, serving_state
 
 log = logging.getLogger("tollgate.gateway.routing")
 
@@ -98,48 +97,37 @@ class RouteTable:
         return info.version, info.context_length, alias
 
     def reload(self) -> dict[str, Route]:
-        """Read every model's aliases and ready versions (blocking; call off the event loop)."""
-        routes: dict[str, Route] = {}
+        """Read every model's aliases and ready versions (blocking; call off the event loop).
+
+        Three queries whatever the number of models (`registry.serving`), and a fourth only
+        for versions it has not seen before, whose context length it keeps."""
         with reading(self.db) as session:
-            cursor: str | None = None
-            names: list[str] = []
-            while True:
-                page = catalog.list_models(session=session, limit=100, cursor=cursor)
-                names += [m.name for m in page.items]
-                if page.next_cursor is None:
-                    break
-                cursor = page.next_cursor
-            for name in names:
-                ready: dict[int, VersionInfo] = {}
-                vcursor: str | None = None
-                while True:
-                    versions = catalog.list_versions(
-                        session=session,
-                        model=name,
-                        status=VersionStatus.READY,
-                        limit=100,
-                        cursor=vcursor,
-                    )
-                    for v in versions.items:
-                        ready[v.version] = self._versions.setdefault(
-                            (name, v.version),
-                            VersionInfo(
-                                v.version,
-                                int(v.hyperparameters.get("model", {}).get("context_length", 0)),
-                            ),
-                        )
-                    if versions.next_cursor is None:
-                        break
-                    vcursor = versions.next_cursor
-                states = {s.alias: s for s in aliases.get_aliases(session=session, model=name)}
-                production, canary = states.get("production"), states.get("canary")
-                routes[name] = Route(
-                    model=name,
-                    production=ready.get(production.version) if production else None,
-                    canary=ready.get(canary.version) if canary else None,
-                    canary_weight=(canary.weight or 0) if canary else 0,
-                    ready=ready,
-                )
+            state = serving_state(session=session)
+            unseen = {
+                row_id: (name, version)
+                for name, versions in state.ready.items()
+                for version, row_id in versions.items()
+                if (name, version) not in self._versions
+            }
+            if unseen:
+                for row_id, hyperparameters in hyperparameters_of(
+                    session=session, row_ids=unseen
+                ).items():
+                    name, version = unseen[row_id]
+                    context = int(hyperparameters.get("model", {}).get("context_length", 0))
+                    self._versions[(name, version)] = VersionInfo(version, context)
+        routes: dict[str, Route] = {}
+        for name, versions in state.ready.items():
+            ready = {v: self._versions[(name, v)] for v in versions}
+            states = state.aliases[name]
+            production, canary = states.get("production"), states.get("canary")
+            routes[name] = Route(
+                model=name,
+                production=ready.get(production.version) if production else None,
+                canary=ready.get(canary.version) if canary else None,
+                canary_weight=(canary.weight or 0) if canary else 0,
+                ready=ready,
+            )
         self.routes, self.refreshed_at = routes, time.monotonic()
         return routes
 

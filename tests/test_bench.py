@@ -25,7 +25,7 @@ from registry.config import RegistrySettings
 from registry.db import connect
 from tests.cli import run_module
 from tests.published import ROOT
-from tests.services import REDIS_URL
+from tests.services import POSTGRES_URL, REDIS_URL
 from tests.workers.fakes import CharTokenizer, FakeDecoder
 from workers.config import WorkerSettings
 from workers.engine import Engine, EngineConfig
@@ -206,4 +206,21 @@ def test_the_redis_benchmark_prints_each_client_at_1_and_16_callers() -> None:
         ["16", "redis-py"],
         ["16", "line+timer"],
         ["16", "line"],
+    ], done.stdout
+
+
+@pytest.mark.postgres
+def test_the_routing_benchmark_reads_each_registry_in_a_fixed_number_of_queries() -> None:
+    done = run_module(
+        "bench.routes", "--models", "1,3", "--reads", "2", "--postgres", POSTGRES_URL,
+        env=dict(os.environ),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [row.split("│")[1:4] for row in done.stdout.splitlines() if row.startswith("│")]
+    # SQLite's read also counts its BEGIN.
+    assert [[cell.strip() for cell in row] for row in rows] == [
+        ["sqlite", "1", "4"],
+        ["sqlite", "3", "4"],
+        ["postgresql", "1", "3"],
+        ["postgresql", "3", "3"],
     ], done.stdout

@@ -1,0 +1,141 @@
+"""The serving state the gateway routes by, read in a fixed number of queries (both backends)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from gateway.routing import Route, RouteTable, VersionInfo
+from registry import aliases, catalog
+from registry.db import RegistryDatabase, reading, writing
+from registry.serving import serving_state
+from tests.registry.conftest import DATASET, ReadyFactory
+
+
+def _set(session: Session, model: str, alias: str, version: int, weight: int | None = None) -> None:
+    aliases.set_alias(
+        session=session,
+        model=model,
+        alias=alias,
+        version=version,
+        weight=weight,
+        actor="tester",
+        reason="test",
+    )
+
+
+def _context(length: int) -> dict[str, Any]:
+    return {"hyperparameters": {"model": {"context_length": length}}}
+
+
+@contextmanager
+def _statements(db: RegistryDatabase) -> Iterator[list[str]]:
+    """The SQL statements run on `db` inside the block."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+def test_routes_follow_aliases_ready_versions_and_context_lengths(
+    db: RegistryDatabase, make_ready: ReadyFactory
+) -> None:
+    for _ in range(2):
+        make_ready("alpha", **_context(256))
+    make_ready("beta", **_context(512))
+    make_ready("beta", **_context(512))
+    make_ready("delta", **_context(64))
+    make_ready("delta", **_context(128))
+    with writing(db) as session:
+        catalog.register_version(session=session, model="gamma", dataset_sha256=DATASET)
+        catalog.register_version(session=session, model="alpha", dataset_sha256=DATASET)
+        catalog.fail_version(session=session, model="alpha", version=3, reason="test")
+        _set(session, "alpha", "production", 1)
+        _set(session, "alpha", "canary", 2, 25)
+        _set(session, "beta", "production", 1)
+        _set(session, "beta", "canary", 2, 10)
+        aliases.clear_alias(
+            session=session, model="beta", alias="canary", actor="tester", reason="test"
+        )
+        _set(session, "delta", "production", 1)
+        _set(session, "delta", "production", 2)
+        catalog.archive_version(session=session, model="delta", version=1, reason="test")
+
+    routes = RouteTable(db).reload()
+
+    a1, a2, b1 = VersionInfo(1, 256), VersionInfo(2, 256), VersionInfo(1, 512)
+    assert routes == {
+        "alpha": Route("alpha", production=a1, canary=a2, canary_weight=25, ready={1: a1, 2: a2}),
+        "beta": Route("beta", production=b1, ready={1: b1, 2: VersionInfo(2, 512)}),
+        "delta": Route("delta", production=VersionInfo(2, 128), ready={2: VersionInfo(2, 128)}),
+        "gamma": Route("gamma", production=None, ready={}),
+    }
+
+
+def test_a_reload_sees_changes_in_three_queries_however_many_models(
+    db: RegistryDatabase, make_ready: ReadyFactory
+) -> None:
+    table = RouteTable(db)
+    make_ready("one", **_context(32))
+    with writing(db) as session:
+        _set(session, "one", "production", 1)
+    with _statements(db) as first:
+        table.reload()
+    with _statements(db) as steady_one:
+        table.reload()
+
+    for i in range(12):
+        make_ready(f"m{i}", **_context(32))
+    make_ready("one", **_context(48))
+    with writing(db) as session:
+        _set(session, "one", "canary", 2, 50)
+    with _statements(db) as with_new_versions:
+        routes = table.reload()
+    with _statements(db) as steady_thirteen:
+        assert table.reload() == routes
+
+    queries = [
+        [s for s in run if s.lstrip().upper().startswith("SELECT")]
+        for run in (first, steady_one, with_new_versions, steady_thirteen)
+    ]
+    # The first read of a version also reads its hyperparameters; later reads do not.
+    assert [len(q) for q in queries] == [4, 3, 4, 3]
+    assert routes["one"].canary == VersionInfo(2, 48)
+    assert routes["one"].canary_weight == 50
+    assert routes["m11"].ready == {1: VersionInfo(1, 32)}
+    assert routes["m11"].production is None
+
+
+def test_a_model_published_while_the_state_is_read_waits_for_the_next_read(
+    db: RegistryDatabase, make_ready: ReadyFactory
+) -> None:
+    make_ready("early", **_context(32))
+    published = False
+
+    def publish_after_the_models_query(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        nonlocal published
+        if not published and "FROM models" in statement:  # before the queries after it
+            published = True
+            make_ready("late", **_context(32))
+            with writing(db) as session:
+                _set(session, "late", "production", 1)
+
+    event.listen(db.engine, "after_cursor_execute", publish_after_the_models_query)
+    try:
+        with reading(db) as session:
+            state = serving_state(session=session)
+    finally:
+        event.remove(db.engine, "after_cursor_execute", publish_after_the_models_query)
+    assert published
+    assert set(state.ready) == set(state.aliases) == {"early"}
+    assert RouteTable(db).reload()["late"].production == VersionInfo(1, 32)

@@ -1,10 +1,12 @@
-"""What one routing-table read costs a gateway replica, by registry size and database.
+"""What a gateway replica's periodic registry reads cost, by registry size and database.
 
-Every replica re-reads its routing table every `route_refresh_s` (2 s), off the event loop but
-holding the interpreter while its Python runs. This builds throw-away registries of 1, 10 and
-100 models (two ready versions each, production on one, a 10 % canary on the other), on SQLite
-and, when it answers, on a fresh PostgreSQL schema, and times `RouteTable.reload` once the
-versions are known: SQL statements, CPU and wall time per read.
+Every replica re-reads its routing table every `route_refresh_s` (2 s), and its reconciler
+reads what every model needs from the workers every `reconcile_interval_s` (5 s); both run in
+a thread of the gateway's process, taking turns with the event loop for the interpreter. This
+builds throw-away registries of 1, 10 and 100 models (two ready versions each, production on
+one, a 10 % canary on the other), on SQLite and, when it answers, on a fresh PostgreSQL schema,
+and times each read: `RouteTable.reload` once the versions are known, and the reconciler's
+`versions_to_serve_all`. SQL statements, CPU and wall time per read.
 
     python -m bench.routes [--models 1,10,100] [--reads 20] [--postgres URL]
 """
@@ -15,8 +17,9 @@ import argparse
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from registry import aliases, catalog, migrate
 from registry.config import RegistrySettings
 from registry.db import RegistryDatabase, connect, writing
 from registry.manifest import ArtifactRecord
+from workers.repository import versions_to_serve_all
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -65,10 +69,11 @@ def fill(db: RegistryDatabase, models: int) -> None:
                 )
 
 
-def measure(db: RegistryDatabase, reads: int) -> tuple[int, float, float]:
-    """(statements, CPU ms, wall ms) per read, the versions already known."""
-    table = RouteTable(db)
-    table.reload()
+def measure(
+    db: RegistryDatabase, read: Callable[[], object], reads: int
+) -> tuple[int, float, float]:
+    """(statements, CPU ms, wall ms) per call of `read`, after one untimed call."""
+    read()
     statements = 0
 
     def count(*_: Any) -> None:
@@ -79,7 +84,7 @@ def measure(db: RegistryDatabase, reads: int) -> tuple[int, float, float]:
     try:
         cpu, wall = time.process_time(), time.perf_counter()
         for _ in range(reads):
-            table.reload()
+            read()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
@@ -139,22 +144,30 @@ def main() -> None:
     parser.add_argument("--postgres", default=POSTGRES, help="PostgreSQL URL ('' to skip)")
     args = parser.parse_args()
     stop_cleanly_on_sigterm()
-    console = Console()
+    console = Console(width=150)
     backends = ["sqlite"]
     if args.postgres and _postgres_answers(args.postgres):
         backends.append("postgresql")
     elif args.postgres:
         console.print(f"PostgreSQL at {args.postgres} does not answer: SQLite only")
     table = Table(
-        "database", "models", "statements/read", "CPU ms/read", "wall ms/read",
-        title="RouteTable.reload, versions already known",
+        "database", "models", "routing: statements", "CPU ms", "wall ms",
+        "reconciler: statements", "CPU ms", "wall ms",
+        title="one read of the registry, by what reads it",
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-routes-") as tmp:
         for backend in backends:
             for models in (int(m) for m in args.models.split(",")):
                 with registry(backend, args.postgres, Path(tmp), models) as db:
-                    statements, cpu, wall = measure(db, args.reads)
-                table.add_row(backend, str(models), str(statements), f"{cpu:.2f}", f"{wall:.2f}")
+                    routes = RouteTable(db)
+                    cells = [backend, str(models)]
+                    for read in (
+                        routes.reload,
+                        partial(versions_to_serve_all, db, grace_s=10.0, newest=False),
+                    ):
+                        statements, cpu, wall = measure(db, read, args.reads)
+                        cells += [str(statements), f"{cpu:.2f}", f"{wall:.2f}"]
+                table.add_row(*cells)
     console.print(table)
 
 

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from typing import Literal
 
 import grpc
 from google.protobuf import json_format, text_format
@@ -29,7 +30,7 @@ from gateway.routing import RouteTable
 from gateway.upstream import Endpoint, TritonPool
 from registry.db import RegistryDatabase
 from registry.errors import RegistryError
-from workers.repository import model_config, versions_to_serve
+from workers.repository import model_config, versions_to_serve, versions_to_serve_all
 
 log = logging.getLogger("tollgate.gateway.fleet")
 
@@ -38,6 +39,19 @@ class VersionNotServable(GatewayError):
     """A version could not be loaded (or made ready) on a worker; nothing was changed."""
 
     status, code = 409, "version_not_servable"
+
+
+class _ModelLock(asyncio.Lock):
+    """A model's lock, counting how often it has been taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken = 0
+
+    async def acquire(self) -> Literal[True]:
+        await super().acquire()
+        self.taken += 1
+        return True
 
 
 class Fleet:
@@ -52,7 +66,7 @@ class Fleet:
     ) -> None:
         self.settings, self.db, self.pool, self.metrics = settings, db, pool, metrics
         self.routes = routes
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: defaultdict[str, _ModelLock] = defaultdict(_ModelLock)
         # (endpoint, model) -> (monotonic time before which not to retry, delay used)
         self._backoff: dict[tuple[str, str], tuple[float, float]] = {}
         self._job = Every(
@@ -83,7 +97,7 @@ class Fleet:
             versions.add(also)
         return versions
 
-    def lock(self, model: str) -> asyncio.Lock:
+    def lock(self, model: str) -> _ModelLock:
         """Held around "load, then change the alias", so this replica's reconciler never
         works from a state read in between."""
         return self._locks[model]
@@ -122,9 +136,14 @@ class Fleet:
             self._unneeded.pop((endpoint.url, model, version), None)
         return keep
 
-    async def _ensure_on(self, endpoint: Endpoint, model: str, wanted: set[int]) -> None:
+    async def _ensure_on(
+        self, endpoint: Endpoint, model: str, wanted: set[int], ready: set[int] | None = None
+    ) -> None:
+        """`wanted` (and what `_target` keeps) onto one endpoint; `ready` is what it holds,
+        when the caller asked already."""
         try:
-            ready = await endpoint.ready_versions(model)
+            if ready is None:
+                ready = await endpoint.ready_versions(model)
             versions = self._target(endpoint, model, wanted, ready)
             if ready == versions:
                 return
@@ -161,28 +180,65 @@ class Fleet:
 
     async def reconcile(self, models: list[str] | None = None) -> None:
         """One round: each model's wanted versions onto every healthy endpoint. A worker
-        where that fails is left alone for a while (doubling up to 10 minutes)."""
-        names = models if models is not None else list(self.routes.routes)
-        for model in names:
-            async with self._locks[model]:
-                await self._reconcile_model(model)
+        where that fails is left alone for a while (doubling up to 10 minutes).
 
-    async def _reconcile_model(self, model: str) -> None:
+        What every model needs is read from the registry at once, and what each endpoint
+        holds is asked once per round, not once per model. A model whose lock was taken
+        since that read (a change made by this replica) has its needs read again under the
+        lock, so the reconciler never works from a state read in between."""
+        names = models if models is not None else list(self.routes.routes)
+        if not names:
+            return
+        # How often each lock had been taken; None when someone holds it now.
+        taken = {
+            model: None if lock.locked() else lock.taken
+            for model, lock in ((m, self._locks[m]) for m in names)
+        }
         try:
-            versions = await self.wanted(model)
+            wanted = await asyncio.to_thread(
+                versions_to_serve_all,
+                self.db,
+                grace_s=self.settings.unload_grace_s,
+                newest=False,
+                models=names,
+            )
+        except RegistryError as exc:
+            log.warning("could not read what the models need: %s", exc)
+            return
+        held: dict[str, dict[str, set[int]]] = {}  # endpoint -> its ready index, this round
+        for model in names:
+            lock = self._locks[model]
+            async with lock:
+                versions: set[int] | None = set(wanted.get(model, ()))
+                before = taken[model]
+                if before is None or lock.taken != before + 1:  # held by someone since
+                    versions = await self._read_wanted(model)
+                    held.clear()
+                if versions:
+                    await self._reconcile_model(model, versions, held)
+
+    async def _read_wanted(self, model: str) -> set[int] | None:
+        try:
+            return await self.wanted(model)
         except RegistryError as exc:
             log.warning("could not read what %s needs: %s", model, exc)
-            return
-        if not versions:
-            return
+            return None
+
+    async def _reconcile_model(
+        self, model: str, versions: set[int], held: dict[str, dict[str, set[int]]]
+    ) -> None:
         for endpoint in [e for e in self.pool.endpoints if e.healthy]:
             key = (endpoint.url, model)
             not_before, delay = self._backoff.get(key, (0.0, 0.0))
             if time.monotonic() < not_before:
                 continue
             try:
-                await self._ensure_on(endpoint, model, versions)
+                if endpoint.url not in held:
+                    held[endpoint.url] = await endpoint.ready_index()
+                ready = held[endpoint.url].get(model, set())
+                await self._ensure_on(endpoint, model, versions, ready)
             except (GatewayError, grpc.aio.AioRpcError) as exc:
+                held.pop(endpoint.url, None)
                 delay = min(600.0, max(2 * delay, 30.0))
                 self._backoff[key] = (time.monotonic() + delay, delay)
                 log.warning("reconcile %s: %s; next try in %.0f s", model, exc, delay)

@@ -188,14 +188,18 @@ class Endpoint:
 
     async def ready_versions(self, model: str) -> set[int]:
         """The versions of `model` this server has loaded and ready."""
+        return (await self.ready_index()).get(model, set())
+
+    async def ready_index(self) -> dict[str, set[int]]:
+        """Every model this server has loaded and ready, with its ready versions."""
         index = await self.stub.RepositoryIndex(
             service_pb2.RepositoryIndexRequest(ready=True), timeout=5.0
         )
-        return {
-            int(m.version)
-            for m in index.models
-            if m.name == model and m.state == "READY" and m.version.isdigit()
-        }
+        ready: dict[str, set[int]] = {}
+        for m in index.models:
+            if m.state == "READY" and m.version.isdigit():
+                ready.setdefault(m.name, set()).add(int(m.version))
+        return ready
 
     async def load_model(self, model: str, config_json: str, timeout_s: float) -> None:
         """Load (or reload) `model` with this configuration; Triton loads the versions it

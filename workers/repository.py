@@ -8,17 +8,20 @@ serve (a specific version policy) and the engine's settings as parameters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
 
-from registry import aliases, catalog
-from registry.alias_state import latest_event
 from registry.db import RegistryDatabase, reading
-from registry.tables import Alias, AliasEvent, ModelVersion, VersionStatus, utcnow
+from registry.errors import ModelNotFound
+from registry.tables import Alias, AliasEvent, Model, ModelVersion, VersionStatus, utcnow
 from workers.config import WorkerSettings
+
+_Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
 
 ENTRY_POINT = Path(__file__).with_name("triton_entry.py")
 
@@ -106,53 +109,101 @@ def versions_to_serve(
     `production` would return to (so rolling back is instant), versions an alias stopped
     naming less than `grace_s` ago (gateway replicas may still route there until they next
     read the registry), and, with `newest`, the newest ready version (a worker started on its
-    own serves it for trying out; the gateway's reconciler leaves it out)."""
+    own serves it for trying out; the gateway's reconciler leaves it out). Only ready versions;
+    `ModelNotFound` when there is no such model."""
+    found = versions_to_serve_all(db, grace_s=grace_s, newest=newest, models=[model])
+    if model not in found:
+        raise ModelNotFound(f"no model named {model!r}")
+    return found[model]
+
+
+def versions_to_serve_all(
+    db: RegistryDatabase,
+    *,
+    grace_s: float = 0.0,
+    newest: bool = True,
+    models: Collection[str] | None = None,
+) -> dict[str, list[int]]:
+    """`versions_to_serve` of every model (or of `models`), in at most five queries however
+    many models there are; models that do not exist are left out."""
     with reading(db) as session:
-        row = catalog.find_model(session, model)
-        wanted = {state.version for state in aliases.get_aliases(session=session, model=model)}
-        production = latest_event(session, model_id=row.id, alias=Alias.PRODUCTION)
-        if production is not None and production.undo_event_id is not None:
-            before = session.get_one(AliasEvent, production.undo_event_id)
-            if before.to_version is not None:
-                wanted.add(before.to_version)
+        query = select(Model.id, Model.name)
+        if models is not None:
+            query = query.where(Model.name.in_(list(models)))
+        names: dict[int, str] = dict(session.execute(query).all())
+        scope = list(names) if models is not None else None
+        wanted = _named_by_aliases(session, names, scope)
         if grace_s > 0:
             since = utcnow() - timedelta(seconds=grace_s)
-            recent = session.scalars(
-                select(AliasEvent.from_version).where(
-                    AliasEvent.model_id == row.id, AliasEvent.created_at >= since
-                )
+            recent = _within(
+                select(AliasEvent.model_id, AliasEvent.from_version).where(
+                    AliasEvent.created_at >= since, AliasEvent.from_version.is_not(None)
+                ),
+                AliasEvent.model_id,
+                scope,
             )
-            wanted |= {v for v in recent if v is not None}
-        if newest:
-            latest = catalog.list_versions(
-                session=session, model=model, status=VersionStatus.READY, limit=1
-            ).items
-            wanted |= {v.version for v in latest}
-        ready = session.scalars(
-            select(ModelVersion.version).where(
-                ModelVersion.model_id == row.id,
-                ModelVersion.version.in_(wanted),
-                ModelVersion.status == VersionStatus.READY,
-            )
+            for model_id, from_version in session.execute(recent):
+                if model_id in wanted and from_version is not None:
+                    wanted[model_id].add(from_version)
+        ready: dict[int, set[int]] = {model_id: set() for model_id in names}
+        ready_query = select(ModelVersion.model_id, ModelVersion.version).where(
+            ModelVersion.status == VersionStatus.READY
         )
-        return sorted(ready)
+        for model_id, version in session.execute(
+            _within(ready_query, ModelVersion.model_id, scope)
+        ):
+            if model_id in ready:  # else a model created since the first query
+                ready[model_id].add(version)
+    if newest:
+        for model_id, versions in ready.items():
+            if versions:
+                wanted[model_id].add(max(versions))
+    return {names[m]: sorted(wanted[m] & ready[m]) for m in names}
+
+
+def _named_by_aliases(
+    session: Session, names: dict[int, str], scope: list[int] | None
+) -> dict[int, set[int]]:
+    """By model: the versions its aliases name now, and the one a rollback of production
+    would return to (the version before the event that set production)."""
+    wanted: dict[int, set[int]] = {model_id: set() for model_id in names}
+    newest = _within(
+        select(func.max(AliasEvent.id)).group_by(AliasEvent.model_id, AliasEvent.alias),
+        AliasEvent.model_id,
+        scope,
+    )
+    undo: dict[int, int] = {}
+    latest = select(
+        AliasEvent.model_id, AliasEvent.alias, AliasEvent.to_version, AliasEvent.undo_event_id
+    ).where(AliasEvent.id.in_(newest))
+    for model_id, alias, to_version, undo_event_id in session.execute(latest):
+        if model_id not in wanted:  # a model created since the first query
+            continue
+        if to_version is not None:
+            wanted[model_id].add(to_version)
+        if alias == Alias.PRODUCTION and undo_event_id is not None:
+            undo[model_id] = undo_event_id
+    if undo:
+        before = select(AliasEvent.id, AliasEvent.to_version).where(
+            AliasEvent.id.in_(list(undo.values()))
+        )
+        back: dict[int, int | None] = dict(session.execute(before).all())
+        for model_id, event_id in undo.items():
+            if (version := back.get(event_id)) is not None:
+                wanted[model_id].add(version)
+    return wanted
+
+
+def _within(query: _Q, column: Any, scope: list[int] | None) -> _Q:
+    """`query` restricted to the models in `scope` (None: every model)."""
+    return query if scope is None else query.where(column.in_(scope))
 
 
 def servable_models(db: RegistryDatabase, repository: Path) -> dict[str, list[int]]:
     """Every registered model with versions to serve whose directories hold the entry point."""
     found: dict[str, list[int]] = {}
-    cursor: str | None = None
-    while True:
-        with reading(db) as session:
-            page = catalog.list_models(session=session, limit=100, cursor=cursor)
-        for model in page.items:
-            versions = [
-                v
-                for v in versions_to_serve(db, model.name)
-                if (repository / model.name / str(v) / "model.py").is_file()
-            ]
-            if versions:
-                found[model.name] = versions
-        if page.next_cursor is None:
-            return found
-        cursor = page.next_cursor
+    for model, wanted in sorted(versions_to_serve_all(db).items()):
+        versions = [v for v in wanted if (repository / model / str(v) / "model.py").is_file()]
+        if versions:
+            found[model] = versions
+    return found

@@ -6,14 +6,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from gateway.routing import Route, RouteTable, VersionInfo
 from registry import aliases, catalog
 from registry.db import RegistryDatabase, reading, writing
+from registry.errors import ModelNotFound
 from registry.serving import serving_state
 from tests.registry.conftest import DATASET, ReadyFactory
+from workers.repository import versions_to_serve, versions_to_serve_all
 
 
 def _set(session: Session, model: str, alias: str, version: int, weight: int | None = None) -> None:
@@ -139,3 +142,72 @@ def test_a_model_published_while_the_state_is_read_waits_for_the_next_read(
     assert published
     assert set(state.ready) == set(state.aliases) == {"early"}
     assert RouteTable(db).reload()["late"].production == VersionInfo(1, 32)
+
+
+def _fleet_registry(db: RegistryDatabase, make_ready: ReadyFactory) -> None:
+    """Models in the states the workers' versions depend on."""
+    for model, count in (("plain", 2), ("canaried", 3), ("cleared", 2), ("failed", 1)):
+        for _ in range(count):
+            make_ready(model)
+    make_ready("nothing")
+    make_ready("archived")
+    make_ready("archived")
+    with writing(db) as session:
+        catalog.register_version(session=session, model="failed", dataset_sha256=DATASET)
+        _set(session, "plain", "production", 1)
+        _set(session, "plain", "production", 2)  # a rollback returns to 1
+        _set(session, "canaried", "production", 1)
+        _set(session, "canaried", "canary", 3, 10)
+        _set(session, "cleared", "production", 1)
+        _set(session, "cleared", "canary", 2, 10)
+        aliases.clear_alias(
+            session=session, model="cleared", alias="canary", actor="tester", reason="test"
+        )
+        _set(session, "failed", "production", 1)
+        _set(session, "archived", "production", 1)
+        _set(session, "archived", "production", 2)
+        catalog.archive_version(session=session, model="archived", version=1, reason="test")
+
+
+def test_the_versions_workers_hold_follow_aliases_rollbacks_grace_and_readiness(
+    db: RegistryDatabase, make_ready: ReadyFactory
+) -> None:
+    _fleet_registry(db, make_ready)
+    models = ["archived", "canaried", "cleared", "failed", "nothing", "plain"]
+
+    def each(**options: Any) -> dict[str, list[int]]:
+        return {m: versions_to_serve(db, m, **options) for m in models}
+
+    assert each(newest=False) == {
+        "archived": [2],  # the rollback target, 1, is archived
+        "canaried": [1, 3],
+        "cleared": [1],
+        "failed": [1],
+        "nothing": [],
+        "plain": [1, 2],
+    }
+    assert each(newest=True) == {
+        "archived": [2],
+        "canaried": [1, 3],
+        "cleared": [1, 2],
+        "failed": [1],
+        "nothing": [1],
+        "plain": [1, 2],
+    }
+    # Within the grace period, what an alias stopped naming stays: the cleared canary.
+    assert each(newest=False, grace_s=3600)["cleared"] == [1, 2]
+    with pytest.raises(ModelNotFound):
+        versions_to_serve(db, "absent")
+
+
+def test_every_models_versions_are_read_in_a_fixed_number_of_queries(
+    db: RegistryDatabase, make_ready: ReadyFactory
+) -> None:
+    _fleet_registry(db, make_ready)
+    for options in ({"newest": False}, {"newest": True}, {"newest": False, "grace_s": 3600}):
+        with _statements(db) as statements:
+            together = versions_to_serve_all(db, **options)
+        one_by_one = {m: versions_to_serve(db, m, **options) for m in together}
+        assert together == one_by_one
+        assert len(together) == 6
+        assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) <= 5

@@ -1,0 +1,185 @@
+"""The reconciler's rounds: one registry read and one index per endpoint, and a change made
+under a model's lock since that read is never undone (a real registry, fake Triton endpoints)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from gateway.config import GatewaySettings
+from gateway.fleet import Fleet
+from gateway.metrics import Metrics
+from gateway.routing import RouteTable
+from registry import aliases, catalog, migrate
+from registry.db import RegistryDatabase, connect, writing
+from registry.manifest import ArtifactRecord
+
+
+class FakeEndpoint:
+    """What the reconciler asks of a Triton endpoint, holding versions in a dict."""
+
+    def __init__(self, url: str, on_index: Any = None) -> None:
+        self.url, self.healthy = url, True
+        self.held: dict[str, set[int]] = {}
+        self.indexes = 0  # whole-repository reads
+        self.loads: list[tuple[str, list[int]]] = []
+        self.on_index = on_index
+
+    async def ready_index(self) -> dict[str, set[int]]:
+        self.indexes += 1
+        if self.on_index is not None:
+            await self.on_index()
+        return {model: set(versions) for model, versions in self.held.items()}
+
+    async def ready_versions(self, model: str) -> set[int]:
+        return set(self.held.get(model, set()))
+
+    async def load_model(self, model: str, config_json: str, timeout_s: float) -> None:
+        versions = sorted(
+            int(v) for v in json.loads(config_json)["version_policy"]["specific"]["versions"]
+        )
+        self.loads.append((model, versions))
+        self.held[model] = set(versions)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> GatewaySettings:
+    return GatewaySettings(
+        var_dir=tmp_path / "var",
+        model_repository=tmp_path / "repo",
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+        unload_grace_s=0,  # nothing kept for other replicas: what is not wanted goes
+    )
+
+
+@pytest.fixture
+def db(settings: GatewaySettings) -> Iterator[RegistryDatabase]:
+    database = connect(settings)
+    migrate.upgrade(database)
+    yield database
+    database.dispose()
+
+
+def _ready(db: RegistryDatabase, model: str, count: int) -> None:
+    for _ in range(count):
+        with writing(db) as session:
+            v = catalog.register_version(session=session, model=model, dataset_sha256="d" * 64)
+            catalog.complete_version(
+                session=session,
+                model=model,
+                version=v.version,
+                artifacts=[ArtifactRecord(path="model.py", format="py", size=1, sha256="0" * 64)],
+            )
+
+
+def _set(
+    db: RegistryDatabase, model: str, alias: str, version: int, weight: int | None = None
+) -> None:
+    with writing(db) as session:
+        aliases.set_alias(
+            session=session,
+            model=model,
+            alias=alias,
+            version=version,
+            weight=weight,
+            actor="tester",
+            reason="test",
+        )
+
+
+def _fleet(settings: GatewaySettings, db: RegistryDatabase, endpoints: list[FakeEndpoint]) -> Fleet:
+    routes = RouteTable(db)
+    routes.reload()
+    pool: Any = SimpleNamespace(endpoints=endpoints)
+    return Fleet(settings=settings, db=db, pool=pool, routes=routes, metrics=Metrics())
+
+
+def test_a_round_reads_each_endpoint_once_and_loads_what_each_model_needs(
+    settings: GatewaySettings, db: RegistryDatabase
+) -> None:
+    _ready(db, "alpha", 1)
+    _ready(db, "beta", 2)
+    _ready(db, "gamma", 2)
+    _set(db, "alpha", "production", 1)
+    _set(db, "beta", "production", 1)
+    _set(db, "beta", "production", 2)  # a rollback returns to 1: both held
+    _set(db, "gamma", "production", 1)
+    _set(db, "gamma", "canary", 2, 20)
+    endpoints = [FakeEndpoint("triton-a"), FakeEndpoint("triton-b")]
+    endpoints[1].held = {"alpha": {1}, "gamma": {1}}
+    fleet = _fleet(settings, db, endpoints)
+
+    asyncio.run(fleet.reconcile())
+    first = [e.indexes for e in endpoints]
+    asyncio.run(fleet.reconcile())
+
+    wanted = {"alpha": {1}, "beta": {1, 2}, "gamma": {1, 2}}
+    assert [e.held for e in endpoints] == [wanted, wanted]
+    assert endpoints[0].loads == [("alpha", [1]), ("beta", [1, 2]), ("gamma", [1, 2])]
+    assert endpoints[1].loads == [("beta", [1, 2]), ("gamma", [1, 2])]
+    assert first == [1, 1]
+    assert [e.indexes for e in endpoints] == [2, 2]  # and nothing loaded the second time
+
+
+def test_a_change_made_under_the_lock_after_the_round_read_the_registry_is_kept(
+    settings: GatewaySettings, db: RegistryDatabase
+) -> None:
+    """An operator on this replica promotes beta v2 (load, then alias, under beta's lock)
+    while the round is on alpha, after it read what beta needs: the round must not take v2
+    away again."""
+    _ready(db, "alpha", 1)
+    _ready(db, "beta", 2)
+    _set(db, "alpha", "production", 1)
+    _set(db, "beta", "production", 1)
+
+    async def scenario() -> FakeEndpoint:
+        promoted = False
+
+        async def promote_beta_meanwhile() -> None:
+            nonlocal promoted
+            if promoted:
+                return
+            promoted = True
+            async with fleet.lock("beta"):
+                endpoint.held["beta"] = {1, 2}  # loaded first
+                await asyncio.to_thread(_set, db, "beta", "production", 2)
+
+        endpoint = FakeEndpoint("triton", on_index=promote_beta_meanwhile)
+        endpoint.held = {"alpha": {1}, "beta": {1}}
+        fleet = _fleet(settings, db, [endpoint])
+        await fleet.reconcile()
+        assert promoted
+        return endpoint
+
+    endpoint = asyncio.run(scenario())
+    assert endpoint.held == {"alpha": {1}, "beta": {1, 2}}
+    assert endpoint.loads == []
+
+
+def test_a_lock_held_when_the_round_starts_makes_it_read_that_model_again(
+    settings: GatewaySettings, db: RegistryDatabase
+) -> None:
+    _ready(db, "beta", 2)
+    _set(db, "beta", "production", 1)
+
+    async def scenario() -> FakeEndpoint:
+        endpoint = FakeEndpoint("triton")
+        endpoint.held = {"beta": {1}}
+        fleet = _fleet(settings, db, [endpoint])
+        async with fleet.lock("beta"):
+            round_ = asyncio.create_task(fleet.reconcile())
+            await asyncio.sleep(0.2)  # the round has read the registry, and waits for the lock
+            endpoint.held["beta"] = {1, 2}
+            await asyncio.to_thread(_set, db, "beta", "production", 2)
+        await round_
+        return endpoint
+
+    endpoint = asyncio.run(scenario())
+    assert endpoint.held == {"beta": {1, 2}}
+    assert endpoint.loads == []

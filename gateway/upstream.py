@@ -181,19 +181,14 @@ class Endpoint:
         answer = await self.stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=2.0)
         return bool(answer.live)
 
-    async def model_ready(self, model: str, version: int) -> bool:
-        ask = service_pb2.ModelReadyRequest(name=model, version=str(version))
-        answer = await self.stub.ModelReady(ask, timeout=2.0)
-        return bool(answer.ready)
-
     async def ready_versions(self, model: str) -> set[int]:
         """The versions of `model` this server has loaded and ready."""
         return (await self.ready_index()).get(model, set())
 
-    async def ready_index(self) -> dict[str, set[int]]:
+    async def ready_index(self, timeout_s: float = 5.0) -> dict[str, set[int]]:
         """Every model this server has loaded and ready, with its ready versions."""
         index = await self.stub.RepositoryIndex(
-            service_pb2.RepositoryIndexRequest(ready=True), timeout=5.0
+            service_pb2.RepositoryIndexRequest(ready=True), timeout=timeout_s
         )
         ready: dict[str, set[int]] = {}
         for m in index.models:
@@ -253,12 +248,14 @@ class Endpoint:
         """Write the request on a kept stream (or, when none is open or the kept one turns
         out closed, a new one) and wait for its first response."""
         deadline.waiting = True
+        while self._idle and self._idle[-1].done():  # ended while kept (the server went away)
+            self._idle.pop()
         if self._idle:
             call = deadline.call = self._idle.pop()
             try:
                 await call.write(request)
                 first = await call.read()
-            except grpc.aio.AioRpcError:
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):  # it ended meanwhile
                 first = grpc.aio.EOF
             except BaseException:  # cancelled (the deadline, or the client went away)
                 call.cancel()
@@ -372,15 +369,22 @@ class TritonPool:
 
         await asyncio.gather(*(one(e) for e in self.endpoints))
 
-    async def model_ready(self, model: str, version: int) -> bool:
-        """Whether at least one healthy endpoint has this version ready."""
-        for endpoint in self.endpoints:
-            if not endpoint.healthy:
-                continue
+    async def ready_versions(self, timeout_s: float = 2.0) -> dict[str, set[int]]:
+        """Every model version some healthy endpoint has ready: one repository index per
+        endpoint, asked of all at once; an endpoint that does not answer within `timeout_s`
+        adds nothing."""
+
+        async def one(endpoint: Endpoint) -> dict[str, set[int]]:
             with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError, OSError):
-                if await endpoint.model_ready(model, version):
-                    return True
-        return False
+                return await endpoint.ready_index(timeout_s)
+            return {}
+
+        held: dict[str, set[int]] = {}
+        indexes = await asyncio.gather(*(one(e) for e in self.endpoints if e.healthy))
+        for index in indexes:
+            for model, versions in index.items():
+                held.setdefault(model, set()).update(versions)
+        return held
 
     def _pick(self, tried: set[str]) -> Endpoint | None:
         candidates = [e for e in self.endpoints if e.url not in tried and e.healthy]

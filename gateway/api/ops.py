@@ -23,8 +23,8 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(svc: ServicesDep) -> JSONResponse:
     """Readiness: the routing table was read from the registry within the last few refresh
-    intervals, Redis (when configured) answers, and a Triton worker has each model's
-    production version ready."""
+    intervals, Redis (when configured) answers, and a Triton worker has a model's production
+    version ready (the check lists each that is; one repository index per worker)."""
     checks: dict[str, str] = {}
     checks["registry"] = "ok" if svc.routes.fresh else "failed: the routing table is stale"
     if svc.limiter.redis is not None:
@@ -39,7 +39,8 @@ async def readyz(svc: ServicesDep) -> JSONResponse:
         for r in svc.routes.routes.values()
         if r.production is not None
     ]
-    ready = [f"{m} v{v}" for m, v in serving if await svc.pool.model_ready(m, v)]
+    held = await svc.pool.ready_versions() if serving else {}
+    ready = [f"{m} v{v}" for m, v in serving if v in held.get(m, ())]
     checks["workers"] = f"ready: {', '.join(ready)}" if ready else "no production version ready"
     ok = all(v == "ok" for k, v in checks.items() if k != "workers") and bool(ready)
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)

@@ -139,10 +139,11 @@ class Fleet:
     async def _ensure_on(
         self, endpoint: Endpoint, model: str, wanted: set[int], ready: set[int] | None = None
     ) -> None:
-        """`wanted` (and what `_target` keeps) onto one endpoint; `ready` is what it holds,
-        when the caller asked already."""
+        """`wanted` (and what `_target` keeps) onto one endpoint. `ready` is what it held
+        when the caller asked (a round's index); before acting on it, what the endpoint holds
+        is asked again, so a version another replica loaded since is seen, and kept."""
         try:
-            if ready is None:
+            if ready is None or self._target(endpoint, model, wanted, ready) != ready:
                 ready = await endpoint.ready_versions(model)
             versions = self._target(endpoint, model, wanted, ready)
             if ready == versions:

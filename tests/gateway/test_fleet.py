@@ -24,18 +24,21 @@ from registry.manifest import ArtifactRecord
 class FakeEndpoint:
     """What the reconciler asks of a Triton endpoint, holding versions in a dict."""
 
-    def __init__(self, url: str, on_index: Any = None) -> None:
+    def __init__(self, url: str, on_index: Any = None, after_index: Any = None) -> None:
         self.url, self.healthy = url, True
         self.held: dict[str, set[int]] = {}
         self.indexes = 0  # whole-repository reads
         self.loads: list[tuple[str, list[int]]] = []
-        self.on_index = on_index
+        self.on_index, self.after_index = on_index, after_index
 
     async def ready_index(self) -> dict[str, set[int]]:
         self.indexes += 1
         if self.on_index is not None:
             await self.on_index()
-        return {model: set(versions) for model, versions in self.held.items()}
+        index = {model: set(versions) for model, versions in self.held.items()}
+        if self.after_index is not None:
+            self.after_index()
+        return index
 
     async def ready_versions(self, model: str) -> set[int]:
         return set(self.held.get(model, set()))
@@ -183,3 +186,25 @@ def test_a_lock_held_when_the_round_starts_makes_it_read_that_model_again(
     endpoint = asyncio.run(scenario())
     assert endpoint.held == {"beta": {1, 2}}
     assert endpoint.loads == []
+
+
+def test_before_loading_a_round_asks_again_and_keeps_what_another_replica_just_loaded(
+    settings: GatewaySettings, db: RegistryDatabase
+) -> None:
+    """Another replica loads beta v3 (for a change it is about to commit) after this round
+    read the worker's index; this round has to load beta v2, and must not drop v3 with it."""
+    _ready(db, "alpha", 1)
+    _ready(db, "beta", 3)
+    _set(db, "alpha", "production", 1)
+    _set(db, "beta", "production", 1)
+    _set(db, "beta", "canary", 2, 10)
+    graceful = settings.model_copy(update={"unload_grace_s": 60})
+
+    def another_replica_loads_v3() -> None:
+        endpoint.held["beta"] = endpoint.held["beta"] | {3}
+
+    endpoint = FakeEndpoint("triton", after_index=another_replica_loads_v3)
+    endpoint.held = {"alpha": {1}, "beta": {1}}
+    asyncio.run(_fleet(graceful, db, [endpoint]).reconcile())
+    assert endpoint.loads == [("beta", [1, 2, 3])]
+    assert endpoint.held == {"alpha": {1}, "beta": {1, 2, 3}}

@@ -369,7 +369,7 @@ class TritonPool:
 
         await asyncio.gather(*(one(e) for e in self.endpoints))
 
-    async def ready_versions(self, timeout_s: float = 2.0) -> dict[str, set[int]]:
+    async def ready_models(self, timeout_s: float = 2.0) -> dict[str, set[int]]:
         """Every model version some healthy endpoint has ready: one repository index per
         endpoint, asked of all at once; an endpoint that does not answer within `timeout_s`
         adds nothing."""

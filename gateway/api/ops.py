@@ -39,7 +39,7 @@ async def readyz(svc: ServicesDep) -> JSONResponse:
         for r in svc.routes.routes.values()
         if r.production is not None
     ]
-    held = await svc.pool.ready_versions() if serving else {}
+    held = await svc.pool.ready_models() if serving else {}
     ready = [f"{m} v{v}" for m, v in serving if v in held.get(m, ())]
     checks["workers"] = f"ready: {', '.join(ready)}" if ready else "no production version ready"
     ok = all(v == "ok" for k, v in checks.items() if k != "workers") and bool(ready)

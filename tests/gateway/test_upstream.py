@@ -154,11 +154,11 @@ def test_kept_streams_carry_requests_and_survive_a_server_restart(
             with server_for(settings, ["gen"]):
                 # What is ready, for /readyz: one index per endpoint; one that does not
                 # answer adds nothing.
-                assert await pool.ready_versions() == {"gen": {1, 2}}  # both published
+                assert await pool.ready_models() == {"gen": {1, 2}}  # both published
                 with_a_dead_one = TritonPool(
                     [endpoint.url, f"127.0.0.1:{free_port()}"], timeout_s=30, health_interval_s=60
                 )
-                assert await with_a_dead_one.ready_versions() == {"gen": {1, 2}}
+                assert await with_a_dead_one.ready_models() == {"gen": {1, 2}}
                 await with_a_dead_one.stop()
                 first = await _generate(pool, "def f():")
                 again = await _generate(pool, "def f():")
@@ -177,7 +177,7 @@ def test_kept_streams_carry_requests_and_survive_a_server_restart(
                 assert not hurried.endpoints[0]._idle
                 await hurried.stop()
                 assert await _generate(pool, "def f():") == first
-            assert await pool.ready_versions() == {}  # Triton has gone
+            assert await pool.ready_models() == {}  # Triton has gone
             # Triton went away and comes back: the kept streams are dead; requests still work.
             with server_for(settings, ["gen"]):
                 after = await _generate(pool, "def f():")

@@ -177,9 +177,17 @@ def test_kept_streams_carry_requests_and_survive_a_server_restart(
                 assert not hurried.endpoints[0]._idle
                 await hurried.stop()
                 assert await _generate(pool, "def f():") == first
-            assert await pool.ready_models() == {}  # Triton has gone
-            # Triton went away and comes back: the kept streams are dead; requests still work.
+            # Triton has gone (asked on a channel of its own: a failed connection would put
+            # the pool's channel into gRPC's reconnect back-off, failing the next request).
+            gone = TritonPool([endpoint.url], timeout_s=30, health_interval_s=60)
+            assert await gone.ready_models() == {}
+            await gone.stop()
+            # Triton went away and comes back: the kept streams are dead; requests still work,
+            # also once the health check has seen the server back (the streams end then, so
+            # a request must not take one that has ended).
             with server_for(settings, ["gen"]):
+                await pool.check_health()
+                assert endpoint.healthy
                 after = await _generate(pool, "def f():")
                 assert after == first
         finally:

@@ -35,6 +35,7 @@ log = logging.getLogger("tollgate.gateway.upstream")
 
 _FINAL = "triton_final_response"
 _MAX_MESSAGE = 64 * 1024 * 1024
+_RECONNECT_MS = 1000  # the longest wait between attempts to reach a server that is down
 _I32, _U64, _F32, _LEN = struct.Struct("<i"), struct.Struct("<Q"), struct.Struct("<f"), "<I"
 
 
@@ -157,6 +158,12 @@ class Endpoint:
             options=[
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                # While a server is down, gRPC tries to reconnect after a back-off that grows
+                # to 2 minutes, and until it does every call fails at once: a worker back
+                # after a 30 s restart was refused work for another 10 s. Capped, it is
+                # reconnected within about a second of coming back.
+                ("grpc.initial_reconnect_backoff_ms", _RECONNECT_MS // 4),
+                ("grpc.max_reconnect_backoff_ms", _RECONNECT_MS),
             ],
         )
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)

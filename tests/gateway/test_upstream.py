@@ -299,3 +299,49 @@ def test_a_pool_without_endpoints_answers_unavailable() -> None:
             [p async for p in pool.generate(call)]
 
     asyncio.run(scenario())
+
+
+def test_a_worker_back_from_a_long_restart_gets_work_within_seconds(
+    published: WorkerSettings,
+) -> None:
+    """Down for 30 s with health checks every 2 s (as the gateway runs them), gRPC's own
+    reconnect back-off would have grown to about 10 s; the gateway caps it at 1 s."""
+    settings = published.model_copy(
+        update={
+            "triton_http_port": free_port(),
+            "triton_grpc_port": free_port(),
+            "triton_metrics_port": free_port(),
+            "triton_exit_timeout_s": 2,
+        }
+    )
+    prepare(settings)
+
+    async def scenario() -> tuple[float, int]:
+        pool = TritonPool(
+            [f"127.0.0.1:{settings.triton_grpc_port}"], timeout_s=30, health_interval_s=60
+        )
+        try:
+            with server_for(settings, ["gen"]):
+                await _generate(pool, "x")
+            down = time.monotonic()
+            while time.monotonic() - down < 30:
+                await pool.check_health()
+                assert not pool.endpoints[0].healthy
+                await asyncio.sleep(2)
+            with server_for(settings, ["gen"]):
+                ready, refused = time.monotonic(), 0
+                while True:
+                    await pool.check_health()
+                    try:
+                        await _generate(pool, "x")
+                        return time.monotonic() - ready, refused
+                    except Unavailable:
+                        refused += 1
+                        await asyncio.sleep(0.2)
+        finally:
+            await pool.stop()
+
+    waited, refused = asyncio.run(scenario())
+    assert waited < 5, (
+        f"work reached the worker {waited:.1f} s after it was back ({refused} refused)"
+    )

@@ -11,17 +11,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
-
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session
 
 from registry.db import RegistryDatabase, reading
 from registry.errors import ModelNotFound
-from registry.tables import Alias, AliasEvent, Model, ModelVersion, VersionStatus, utcnow
+from registry.serving import left_since, rollback_versions, serving_state
+from registry.tables import utcnow
 from workers.config import WorkerSettings
-
-_Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
 
 ENTRY_POINT = Path(__file__).with_name("triton_entry.py")
 
@@ -125,78 +120,26 @@ def versions_to_serve_all(
     models: Collection[str] | None = None,
 ) -> dict[str, list[int]]:
     """`versions_to_serve` of every model (or of `models`), in at most five queries however
-    many models there are; models that do not exist are left out."""
+    many models there are (`registry.serving`); models that do not exist are left out."""
     with reading(db) as session:
-        query = select(Model.id, Model.name)
-        if models is not None:
-            query = query.where(Model.name.in_(list(models)))
-        names: dict[int, str] = dict(session.execute(query).all())
-        scope = list(names) if models is not None else None
-        wanted = _named_by_aliases(session, names, scope)
+        state = serving_state(session=session, models=models)
+        wanted = {
+            model: {target.version for target in targets.values()}
+            for model, targets in state.aliases.items()
+        }
+        for model, version in rollback_versions(session=session, state=state).items():
+            wanted[model].add(version)
         if grace_s > 0:
             since = utcnow() - timedelta(seconds=grace_s)
-            recent = _within(
-                select(AliasEvent.model_id, AliasEvent.from_version).where(
-                    AliasEvent.created_at >= since, AliasEvent.from_version.is_not(None)
-                ),
-                AliasEvent.model_id,
-                scope,
-            )
-            for model_id, from_version in session.execute(recent):
-                if model_id in wanted and from_version is not None:
-                    wanted[model_id].add(from_version)
-        ready: dict[int, set[int]] = {model_id: set() for model_id in names}
-        ready_query = select(ModelVersion.model_id, ModelVersion.version).where(
-            ModelVersion.status == VersionStatus.READY
-        )
-        for model_id, version in session.execute(
-            _within(ready_query, ModelVersion.model_id, scope)
-        ):
-            if model_id in ready:  # else a model created since the first query
-                ready[model_id].add(version)
-    if newest:
-        for model_id, versions in ready.items():
-            if versions:
-                wanted[model_id].add(max(versions))
-    return {names[m]: sorted(wanted[m] & ready[m]) for m in names}
-
-
-def _named_by_aliases(
-    session: Session, names: dict[int, str], scope: list[int] | None
-) -> dict[int, set[int]]:
-    """By model: the versions its aliases name now, and the one a rollback of production
-    would return to (the version before the event that set production)."""
-    wanted: dict[int, set[int]] = {model_id: set() for model_id in names}
-    newest = _within(
-        select(func.max(AliasEvent.id)).group_by(AliasEvent.model_id, AliasEvent.alias),
-        AliasEvent.model_id,
-        scope,
-    )
-    undo: dict[int, int] = {}
-    latest = select(
-        AliasEvent.model_id, AliasEvent.alias, AliasEvent.to_version, AliasEvent.undo_event_id
-    ).where(AliasEvent.id.in_(newest))
-    for model_id, alias, to_version, undo_event_id in session.execute(latest):
-        if model_id not in wanted:  # a model created since the first query
-            continue
-        if to_version is not None:
-            wanted[model_id].add(to_version)
-        if alias == Alias.PRODUCTION and undo_event_id is not None:
-            undo[model_id] = undo_event_id
-    if undo:
-        before = select(AliasEvent.id, AliasEvent.to_version).where(
-            AliasEvent.id.in_(list(undo.values()))
-        )
-        back: dict[int, int | None] = dict(session.execute(before).all())
-        for model_id, event_id in undo.items():
-            if (version := back.get(event_id)) is not None:
-                wanted[model_id].add(version)
-    return wanted
-
-
-def _within(query: _Q, column: Any, scope: list[int] | None) -> _Q:
-    """`query` restricted to the models in `scope` (None: every model)."""
-    return query if scope is None else query.where(column.in_(scope))
+            for model, versions in left_since(session=session, since=since, models=models).items():
+                if model in wanted:  # else a model created since the first query
+                    wanted[model] |= versions
+    found: dict[str, list[int]] = {}
+    for model, ready in state.ready.items():
+        if newest and ready:
+            wanted[model].add(max(ready))
+        found[model] = sorted(wanted[model] & ready.keys())
+    return found
 
 
 def servable_models(db: RegistryDatabase, repository: Path) -> dict[str, list[int]]:

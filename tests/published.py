@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -33,6 +34,17 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def on_free_ports(settings: WorkerSettings, **changes: Any) -> WorkerSettings:
+    """`settings` for a Triton of a test's own: free HTTP, gRPC and metrics ports, and
+    `changes`."""
+    ports = {
+        "triton_http_port": free_port(),
+        "triton_grpc_port": free_port(),
+        "triton_metrics_port": free_port(),
+    }
+    return settings.model_copy(update={**ports, **changes})
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ from gateway.config import GatewaySettings
 from gateway.fleet import Fleet
 from gateway.metrics import Metrics
 from gateway.routing import RouteTable
-from registry import aliases, catalog, migrate
+from registry import migrate
 from registry.db import RegistryDatabase, connect, writing
-from registry.manifest import ArtifactRecord
+from tests.registry.conftest import point, ready_version
 
 
 class FakeEndpoint:
@@ -71,29 +71,14 @@ def db(settings: GatewaySettings) -> Iterator[RegistryDatabase]:
 
 def _ready(db: RegistryDatabase, model: str, count: int) -> None:
     for _ in range(count):
-        with writing(db) as session:
-            v = catalog.register_version(session=session, model=model, dataset_sha256="d" * 64)
-            catalog.complete_version(
-                session=session,
-                model=model,
-                version=v.version,
-                artifacts=[ArtifactRecord(path="model.py", format="py", size=1, sha256="0" * 64)],
-            )
+        ready_version(db, model)
 
 
 def _set(
     db: RegistryDatabase, model: str, alias: str, version: int, weight: int | None = None
 ) -> None:
     with writing(db) as session:
-        aliases.set_alias(
-            session=session,
-            model=model,
-            alias=alias,
-            version=version,
-            weight=weight,
-            actor="tester",
-            reason="test",
-        )
+        point(session, model, alias, version, weight)
 
 
 def _fleet(settings: GatewaySettings, db: RegistryDatabase, endpoints: list[FakeEndpoint]) -> Fleet:

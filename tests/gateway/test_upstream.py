@@ -22,7 +22,7 @@ from gateway.upstream import (
     infer_request,
     parse_response,
 )
-from tests.published import free_port
+from tests.published import free_port, on_free_ports
 from tests.services import silent_server
 from workers.cli import prepare, server_for
 from workers.config import WorkerSettings
@@ -135,14 +135,7 @@ async def _generate(pool: TritonPool, prompt: str) -> list[tuple[str, list[int],
 def test_kept_streams_carry_requests_and_survive_a_server_restart(
     published: WorkerSettings,
 ) -> None:
-    settings = published.model_copy(
-        update={
-            "triton_http_port": free_port(),
-            "triton_grpc_port": free_port(),
-            "triton_metrics_port": free_port(),
-            "triton_exit_timeout_s": 2,
-        }
-    )
+    settings = on_free_ports(published, triton_exit_timeout_s=2)
     prepare(settings)
 
     async def scenario() -> None:
@@ -201,13 +194,7 @@ def test_a_deadline_ends_the_call_at_whatever_moment_it_expires(
 ) -> None:
     """Deadlines from half a millisecond to 40 ms land before the stream opens, while the
     request is written, between responses: every call ends (the timeout, or its answer)."""
-    settings = published.model_copy(
-        update={
-            "triton_http_port": free_port(),
-            "triton_grpc_port": free_port(),
-            "triton_metrics_port": free_port(),
-        }
-    )
+    settings = on_free_ports(published)
     prepare(settings)
 
     async def scenario() -> None:
@@ -306,14 +293,7 @@ def test_a_worker_back_from_a_long_restart_gets_work_within_seconds(
 ) -> None:
     """Down for 30 s with health checks every 2 s (as the gateway runs them), gRPC's own
     reconnect back-off would have grown to about 10 s; the gateway caps it at 1 s."""
-    settings = published.model_copy(
-        update={
-            "triton_http_port": free_port(),
-            "triton_grpc_port": free_port(),
-            "triton_metrics_port": free_port(),
-            "triton_exit_timeout_s": 2,
-        }
-    )
+    settings = on_free_ports(published, triton_exit_timeout_s=2)
     prepare(settings)
 
     async def scenario() -> tuple[float, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
-from registry import catalog, migrate
+from registry import aliases, catalog, migrate
 from registry.config import RegistrySettings
 from registry.db import RegistryDatabase, connect, writing
 from registry.manifest import ArtifactRecord, VersionRef
@@ -58,26 +60,40 @@ def db(settings: RegistrySettings) -> Iterator[RegistryDatabase]:
 ReadyFactory = Callable[..., VersionPublic]
 
 
+def ready_version(
+    db: RegistryDatabase, model: str = "demo", *, parent: VersionRef | None = None, **fields: Any
+) -> VersionPublic:
+    """Register and complete a version (artifacts are records only, no files)."""
+    with writing(db) as session:
+        v = catalog.register_version(
+            session=session, model=model, dataset_sha256=DATASET, parent=parent, **fields
+        )
+    with writing(db) as session:
+        return catalog.complete_version(
+            session=session,
+            model=model,
+            version=v.version,
+            artifacts=[ArtifactRecord(path="model.onnx", format="onnx", size=1, sha256="0" * 64)],
+            metrics={"val_perplexity": 42.0},
+        )
+
+
+def point(
+    session: Session, model: str, alias: str, version: int, weight: int | None = None
+) -> None:
+    """Point `model`'s `alias` at `version` (a canary with `weight`), as a tester would."""
+    aliases.set_alias(
+        session=session,
+        model=model,
+        alias=alias,
+        version=version,
+        weight=weight,
+        actor="tester",
+        reason="test",
+    )
+
+
 @pytest.fixture
 def make_ready(db: RegistryDatabase) -> ReadyFactory:
-    """Register and complete a version in one call (artifacts are records only, no files)."""
-
-    def make(
-        model: str = "demo", *, parent: VersionRef | None = None, **fields: Any
-    ) -> VersionPublic:
-        with writing(db) as session:
-            v = catalog.register_version(
-                session=session, model=model, dataset_sha256=DATASET, parent=parent, **fields
-            )
-        with writing(db) as session:
-            return catalog.complete_version(
-                session=session,
-                model=model,
-                version=v.version,
-                artifacts=[
-                    ArtifactRecord(path="model.onnx", format="onnx", size=1, sha256="0" * 64)
-                ],
-                metrics={"val_perplexity": 42.0},
-            )
-
-    return make
+    """`ready_version` on this test's registry."""
+    return functools.partial(ready_version, db)

@@ -8,27 +8,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.orm import Session
 
 from gateway.routing import Route, RouteTable, VersionInfo
 from registry import aliases, catalog
 from registry.db import RegistryDatabase, reading, writing
 from registry.errors import ModelNotFound
 from registry.serving import serving_state
-from tests.registry.conftest import DATASET, ReadyFactory
+from tests.registry.conftest import DATASET, ReadyFactory, point
 from workers.repository import versions_to_serve, versions_to_serve_all
-
-
-def _set(session: Session, model: str, alias: str, version: int, weight: int | None = None) -> None:
-    aliases.set_alias(
-        session=session,
-        model=model,
-        alias=alias,
-        version=version,
-        weight=weight,
-        actor="tester",
-        reason="test",
-    )
 
 
 def _context(length: int) -> dict[str, Any]:
@@ -63,15 +50,15 @@ def test_routes_follow_aliases_ready_versions_and_context_lengths(
         catalog.register_version(session=session, model="gamma", dataset_sha256=DATASET)
         catalog.register_version(session=session, model="alpha", dataset_sha256=DATASET)
         catalog.fail_version(session=session, model="alpha", version=3, reason="test")
-        _set(session, "alpha", "production", 1)
-        _set(session, "alpha", "canary", 2, 25)
-        _set(session, "beta", "production", 1)
-        _set(session, "beta", "canary", 2, 10)
+        point(session, "alpha", "production", 1)
+        point(session, "alpha", "canary", 2, 25)
+        point(session, "beta", "production", 1)
+        point(session, "beta", "canary", 2, 10)
         aliases.clear_alias(
             session=session, model="beta", alias="canary", actor="tester", reason="test"
         )
-        _set(session, "delta", "production", 1)
-        _set(session, "delta", "production", 2)
+        point(session, "delta", "production", 1)
+        point(session, "delta", "production", 2)
         catalog.archive_version(session=session, model="delta", version=1, reason="test")
 
     routes = RouteTable(db).reload()
@@ -91,7 +78,7 @@ def test_a_reload_sees_changes_in_three_queries_however_many_models(
     table = RouteTable(db)
     make_ready("one", **_context(32))
     with writing(db) as session:
-        _set(session, "one", "production", 1)
+        point(session, "one", "production", 1)
     with _statements(db) as first:
         table.reload()
     with _statements(db) as steady_one:
@@ -101,7 +88,7 @@ def test_a_reload_sees_changes_in_three_queries_however_many_models(
         make_ready(f"m{i}", **_context(32))
     make_ready("one", **_context(48))
     with writing(db) as session:
-        _set(session, "one", "canary", 2, 50)
+        point(session, "one", "canary", 2, 50)
     with _statements(db) as with_new_versions:
         routes = table.reload()
     with _statements(db) as steady_thirteen:
@@ -131,7 +118,7 @@ def test_a_model_published_while_the_state_is_read_waits_for_the_next_read(
             published = True
             make_ready("late", **_context(32))
             with writing(db) as session:
-                _set(session, "late", "production", 1)
+                point(session, "late", "production", 1)
 
     event.listen(db.engine, "after_cursor_execute", publish_after_the_models_query)
     try:
@@ -154,18 +141,18 @@ def _fleet_registry(db: RegistryDatabase, make_ready: ReadyFactory) -> None:
     make_ready("archived")
     with writing(db) as session:
         catalog.register_version(session=session, model="failed", dataset_sha256=DATASET)
-        _set(session, "plain", "production", 1)
-        _set(session, "plain", "production", 2)  # a rollback returns to 1
-        _set(session, "canaried", "production", 1)
-        _set(session, "canaried", "canary", 3, 10)
-        _set(session, "cleared", "production", 1)
-        _set(session, "cleared", "canary", 2, 10)
+        point(session, "plain", "production", 1)
+        point(session, "plain", "production", 2)  # a rollback returns to 1
+        point(session, "canaried", "production", 1)
+        point(session, "canaried", "canary", 3, 10)
+        point(session, "cleared", "production", 1)
+        point(session, "cleared", "canary", 2, 10)
         aliases.clear_alias(
             session=session, model="cleared", alias="canary", actor="tester", reason="test"
         )
-        _set(session, "failed", "production", 1)
-        _set(session, "archived", "production", 1)
-        _set(session, "archived", "production", 2)
+        point(session, "failed", "production", 1)
+        point(session, "archived", "production", 1)
+        point(session, "archived", "production", 2)
         catalog.archive_version(session=session, model="archived", version=1, reason="test")
 
 

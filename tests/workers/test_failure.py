@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
 from registry.manifest import describe_file, read_manifest, write_manifest
-from tests.published import free_port
+from tests.published import on_free_ports
 from tests.workers.test_triton import _generate
 from workers.artifacts import resolve
 from workers.cli import server_for
@@ -55,15 +55,7 @@ def server(
     published: WorkerSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
     repository = tmp_path_factory.mktemp("failing-repo")
-    settings = published.model_copy(
-        update={
-            "model_repository": repository,
-            "triton_http_port": free_port(),
-            "triton_grpc_port": free_port(),
-            "triton_metrics_port": free_port(),
-            "triton_exit_timeout_s": 2,
-        }
-    )
+    settings = on_free_ports(published, model_repository=repository, triton_exit_timeout_s=2)
     for version in ("1", "2"):
         shutil.copytree(published.model_repository / "gen" / version, repository / "gen" / version)
     _break(repository / "gen" / "2", settings.worker_artifact)

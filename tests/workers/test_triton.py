@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from tests.published import free_port
+from tests.published import on_free_ports
 from workers.cli import prepare, server_for
 from workers.config import WorkerSettings
 from workers.repository import write_model_config
@@ -36,16 +36,12 @@ class Result:
 
 @pytest.fixture(scope="module")
 def server(published: WorkerSettings) -> Iterator[TritonServer]:
-    settings = published.model_copy(
-        update={
-            "triton_http_port": free_port(),
-            "triton_grpc_port": free_port(),
-            "triton_metrics_port": free_port(),
-            "triton_exit_timeout_s": 2,
-            "worker_max_active": 8,
-            "worker_tokens_per_response": 2,
-            "worker_lanes": 2,  # the batch tests below run on two lanes on any machine
-        }
+    settings = on_free_ports(
+        published,
+        triton_exit_timeout_s=2,
+        worker_max_active=8,
+        worker_tokens_per_response=2,
+        worker_lanes=2,  # the batch tests below run on two lanes on any machine
     )
     models = prepare(settings)
     assert models == {"gen": [1, 2]}

@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 import httpx
 import numpy as np
+import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -80,6 +81,15 @@ class Round:
     wall_s: float = 0.0
     cpu_s: float = 0.0  # the serving process's CPU time in this round (gateway or floor)
     client_cpu_s: float = 0.0  # this process's (the load generator's)
+    triton_cpu_s: float = 0.0  # tritonserver's and its python-backend stubs'
+    redis_cpu_s: float | None = 0.0  # the Redis server's (None: it did not answer)
+    machine_cpu_s: float = 0.0  # every core's busy time, whatever ran on it
+
+    def per_request_ms(self, seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds / len(self.latencies) * 1000:.2f}"
+
+    def cores_busy(self) -> str:
+        return f"{self.machine_cpu_s / self.wall_s:.2f}"
 
     def pct(self, q: float) -> float:
         return float(np.percentile(self.latencies, q)) * 1000
@@ -160,6 +170,58 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU time of a process and its live descendants (Triton and its python-backend stubs)."""
+    try:
+        total = _cpu(pid)
+        children = [
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        ]
+    except OSError:  # it exited meanwhile
+        return 0.0
+    return total + sum(_tree_cpu(child) for child in children)
+
+
+def _machine_cpu() -> float:
+    """CPU time all of this machine's cores have spent busy (/proc/stat: user, nice, system,
+    irq and softirq; not idle, I/O wait, or time the hypervisor gave to other guests)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _redis_cpu(client: redis.Redis) -> float | None:
+    """The Redis server's own CPU time, as it reports it; None if it does not answer."""
+    try:
+        info = client.info("cpu")
+    except (redis.RedisError, OSError):
+        return None
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+@dataclass
+class Usage:
+    """CPU time so far of everything a round makes work."""
+
+    serving: float
+    client: float
+    triton: float
+    redis: float | None
+    machine: float
+
+    @staticmethod
+    def now(endpoints: dict[str, Any], serving_pid: int) -> Usage:
+        return Usage(
+            serving=_cpu(serving_pid),
+            client=time.process_time(),
+            triton=_tree_cpu(endpoints["triton_pid"]),
+            redis=_redis_cpu(endpoints["redis"]),
+            machine=_machine_cpu(),
+        )
+
+
 async def run_round(
     kind: str, target: tuple[str, int], level: int, count: int, endpoints: dict[str, Any]
 ) -> Round:
@@ -218,10 +280,18 @@ async def run_round(
 
     pid = endpoints["floor_pid"] if kind == "floor" else endpoints["gateway_pid"]
     try:
-        cpu0, client0, started = _cpu(pid), time.process_time(), time.perf_counter()
+        before, started = Usage.now(endpoints, pid), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(level)))
-        result.wall_s, result.cpu_s = time.perf_counter() - started, _cpu(pid) - cpu0
-        result.client_cpu_s = time.process_time() - client0
+        result.wall_s = time.perf_counter() - started
+        after = Usage.now(endpoints, pid)
+        result.cpu_s = after.serving - before.serving
+        result.client_cpu_s = after.client - before.client
+        result.triton_cpu_s = after.triton - before.triton
+        result.machine_cpu_s = after.machine - before.machine
+        if after.redis is None or before.redis is None:
+            result.redis_cpu_s = None
+        else:
+            result.redis_cpu_s = after.redis - before.redis
     finally:
         # Also when the round is cancelled (SIGTERM): a gRPC stream left open would hold
         # Triton's shutdown for its whole exit timeout.
@@ -250,6 +320,7 @@ def main() -> None:
     finally:  # also when stopped (SIGTERM) or failed
         shutil.rmtree(work, ignore_errors=True)
     console.print(report(results, levels, targets))
+    console.print(cpu_report(results, levels, targets))
     plot = args.plot or base.var_dir / "bench" / "gateway.png"
     save_plot(results, levels, plot)
     console.print(f"plot: {plot}")
@@ -304,6 +375,7 @@ def _measure(
             env=env,
             stdout=subprocess.DEVNULL,
         )
+        redis_stats = redis.Redis.from_url(args.redis, socket_timeout=2)  # its CPU time
         try:
             gateway_url = f"http://127.0.0.1:{settings.port}"
             floor_url = f"http://127.0.0.1:{floor_port}/generate"
@@ -316,6 +388,8 @@ def _measure(
                 "token": token,
                 "gateway_pid": gateway.pid,
                 "floor_pid": floor.pid,
+                "triton_pid": triton.pid,
+                "redis": redis_stats,
             }
             targets = [("echo", 1)] if args.only_echo else [("echo", 1), (args.model, version)]
             # The load generator's own full collections (about 40 ms each, everything waiting)
@@ -334,6 +408,7 @@ def _measure(
                             )
                     console.print(f"{target[0]} at concurrency {level} done")
         finally:
+            redis_stats.close()
             _stop(gateway, floor)
     return results, targets
 
@@ -371,6 +446,12 @@ def _merge(rounds: list[Round]) -> Round:
         merged.wall_s += r.wall_s
         merged.cpu_s += r.cpu_s
         merged.client_cpu_s += r.client_cpu_s
+        merged.triton_cpu_s += r.triton_cpu_s
+        merged.machine_cpu_s += r.machine_cpu_s
+        if merged.redis_cpu_s is None or r.redis_cpu_s is None:
+            merged.redis_cpu_s = None
+        else:
+            merged.redis_cpu_s += r.redis_cpu_s
     return merged
 
 
@@ -411,6 +492,50 @@ def report(results: list[Round], levels: list[int], targets: list[tuple[str, int
                 f.cpu_ms(),
                 f"{d.client_cpu_ms()} / {g.client_cpu_ms()}",
             )
+    return table
+
+
+def cpu_report(results: list[Round], levels: list[int], targets: list[tuple[str, int]]) -> Table:
+    """Where the machine's CPU goes, per request, for each way of calling Triton: when the
+    cores are all busy, requests/s (and so the waiting at a given concurrency) follows the
+    total, not the serving process's share alone."""
+    table = Table(
+        "model",
+        "concurrency",
+        "system",
+        "load generator",
+        "gateway / floor",
+        "Triton",
+        "Redis",
+        "the four",
+        "whole machine",
+        "cores busy",
+        title="CPU ms per request",
+    )
+    for model, _ in targets:
+        for level in levels:
+            for system in SYSTEMS:
+                r = _merge(
+                    [
+                        x
+                        for x in results
+                        if (x.target, x.concurrency, x.system) == (model, level, system)
+                    ]
+                )
+                serving = None if system == "direct" else r.cpu_s
+                four = r.client_cpu_s + r.triton_cpu_s + (serving or 0.0) + (r.redis_cpu_s or 0.0)
+                table.add_row(
+                    model,
+                    str(level),
+                    system,
+                    r.per_request_ms(r.client_cpu_s),
+                    r.per_request_ms(serving),
+                    r.per_request_ms(r.triton_cpu_s),
+                    r.per_request_ms(r.redis_cpu_s),
+                    r.per_request_ms(four),
+                    r.per_request_ms(r.machine_cpu_s),
+                    r.cores_busy(),
+                )
     return table
 
 

@@ -16,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from tritonclient.grpc import service_pb2
 
 from bench.floor import Floor
+from bench.gateway import Round, _cpu, _machine_cpu, _redis_cpu, _tree_cpu, cpu_report
 from bench.generation import bench_engine
 from registry import migrate
 from registry.config import RegistrySettings
@@ -101,6 +103,80 @@ def test_the_floor_forwards_the_gateways_request_and_answers_the_completion() ->
     assert (sent[0].model_name, sent[0].model_version) == ("gen", "3")
     assert bad.status_code == 400
     assert "bad request" in bad.json()["error"]
+
+
+_SPIN = """
+import time
+end = time.process_time() + 0.3
+while time.process_time() < end:
+    pass
+print("spun", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_process_trees_cpu_time_counts_what_its_children_spend() -> None:
+    """Triton's CPU time is mostly its python-backend stubs', child processes of it."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {_SPIN!r}])",
+        ],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline() == b"spun\n"
+        assert _tree_cpu(parent.pid) >= _cpu(parent.pid) + 0.29
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert parent.stdout is not None
+        parent.stdout.close()
+    assert _tree_cpu(parent.pid) == 0.0, "a process that is gone counts nothing"
+
+
+def test_the_machines_busy_time_grows_with_the_work_done_on_it() -> None:
+    before = _machine_cpu()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    assert _machine_cpu() - before >= 0.25  # everything else on the machine only adds
+
+
+@pytest.mark.redis
+def test_redis_reports_its_cpu_time_and_an_absent_redis_reports_none() -> None:
+    with redis.Redis.from_url(REDIS_URL, socket_timeout=2) as client:
+        first = _redis_cpu(client)
+        assert first is not None
+        assert first > 0
+        for _ in range(2000):
+            client.ping()
+        second = _redis_cpu(client)
+        assert second is not None
+        assert second > first
+    with redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1) as absent:
+        assert _redis_cpu(absent) is None
+
+
+def test_the_cpu_table_adds_up_each_systems_share_per_request() -> None:
+    def made(system: str, redis_s: float | None) -> Round:
+        r = Round("echo", system, 16, latencies=[0.01] * 1000, wall_s=2.0)
+        r.client_cpu_s, r.triton_cpu_s, r.redis_cpu_s = 0.2, 0.5, redis_s
+        r.cpu_s = 0.0 if system == "direct" else 0.4
+        r.machine_cpu_s = 3.0
+        return r
+
+    results = [made("direct", 0.0), made("gateway", 0.05), made("floor", None)]
+    table = cpu_report(results, [16], [("echo", 1)])
+    rows = list(zip(*(column.cells for column in table.columns), strict=True))
+    assert rows == [
+        ("echo", "16", "direct", "0.20", "-", "0.50", "0.00", "0.70", "3.00", "1.50"),
+        ("echo", "16", "gateway", "0.20", "0.40", "0.50", "0.05", "1.15", "3.00", "1.50"),
+        ("echo", "16", "floor", "0.20", "0.40", "0.50", "-", "1.10", "3.00", "1.50"),
+    ]
 
 
 def _children(pid: int) -> dict[int, str]:

@@ -10,7 +10,10 @@ splits what the gateway adds into the HTTP-to-gRPC hop itself and the gateway's 
 Rounds alternate between the three, at concurrency 1, 16 and 64, against an instant echo model
 (so the difference is the gateway's) and against the real model. It prints requests/s,
 p50/p99 latency, what the gateway and the floor add at p50/p99, each process's CPU time per
-request (from /proc) and the load generator's own, and saves a plot. Usage:
+request (from /proc) and the load generator's own, then a second table of where the machine's
+CPU goes per request (load generator, gateway or floor, Triton with its python-backend stubs,
+Redis by its own account, the whole machine from /proc/stat, and how many cores were busy),
+and saves a plot. Usage:
 
     python -m bench.gateway --model code-gpt --concurrency 1,16,64 --requests 200
 

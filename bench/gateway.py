@@ -76,23 +76,58 @@ SYSTEMS = ("direct", "gateway", "floor")
 
 
 @dataclass
+class Usage:
+    """CPU time (s) of everything a round makes work: so far, or spent in a round."""
+
+    serving: float = 0.0  # the gateway's or the floor's
+    client: float = 0.0  # this process's (the load generator's)
+    triton: float = 0.0  # tritonserver's and its python-backend stubs'
+    redis: float | None = 0.0  # the Redis server's (None: it did not answer)
+    machine: float = 0.0  # every core's busy time, whatever ran on it
+
+    @staticmethod
+    def now(endpoints: dict[str, Any], serving_pid: int) -> Usage:
+        return Usage(
+            serving=_cpu(serving_pid),
+            client=time.process_time(),
+            triton=_tree_cpu(endpoints["triton_pid"]),
+            redis=_redis_cpu(endpoints["redis"]),
+            machine=_machine_cpu(),
+        )
+
+    def _combine(self, other: Usage, sign: int) -> Usage:
+        redis = (
+            None if self.redis is None or other.redis is None else self.redis + sign * other.redis
+        )
+        return Usage(
+            serving=self.serving + sign * other.serving,
+            client=self.client + sign * other.client,
+            triton=self.triton + sign * other.triton,
+            redis=redis,
+            machine=self.machine + sign * other.machine,
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        return self._combine(other, 1)
+
+    def __sub__(self, other: Usage) -> Usage:
+        return self._combine(other, -1)
+
+
+@dataclass
 class Round:
     target: str
     system: str
     concurrency: int
     latencies: list[float] = field(default_factory=list)
     wall_s: float = 0.0
-    cpu_s: float = 0.0  # the serving process's CPU time in this round (gateway or floor)
-    client_cpu_s: float = 0.0  # this process's (the load generator's)
-    triton_cpu_s: float = 0.0  # tritonserver's and its python-backend stubs'
-    redis_cpu_s: float | None = 0.0  # the Redis server's (None: it did not answer)
-    machine_cpu_s: float = 0.0  # every core's busy time, whatever ran on it
+    used: Usage = field(default_factory=Usage)  # CPU time spent in this round
 
     def per_request_ms(self, seconds: float | None) -> str:
         return "-" if seconds is None else f"{seconds / len(self.latencies) * 1000:.2f}"
 
     def cores_busy(self) -> str:
-        return f"{self.machine_cpu_s / self.wall_s:.2f}"
+        return f"{self.used.machine / self.wall_s:.2f}"
 
     def pct(self, q: float) -> float:
         return float(np.percentile(self.latencies, q)) * 1000
@@ -102,10 +137,10 @@ class Round:
 
     def cpu_ms(self) -> str:
         """The serving process's CPU time per request."""
-        return f"{self.cpu_s / len(self.latencies) * 1000:.2f}"
+        return self.per_request_ms(self.used.serving)
 
     def client_cpu_ms(self) -> str:
-        return f"{self.client_cpu_s / len(self.latencies) * 1000:.2f}"
+        return self.per_request_ms(self.used.client)
 
 
 def build(settings: GatewaySettings, model: str, work: Path) -> tuple[GatewaySettings, int]:
@@ -204,27 +239,6 @@ def _redis_cpu(client: redis.Redis) -> float | None:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-@dataclass
-class Usage:
-    """CPU time so far of everything a round makes work."""
-
-    serving: float
-    client: float
-    triton: float
-    redis: float | None
-    machine: float
-
-    @staticmethod
-    def now(endpoints: dict[str, Any], serving_pid: int) -> Usage:
-        return Usage(
-            serving=_cpu(serving_pid),
-            client=time.process_time(),
-            triton=_tree_cpu(endpoints["triton_pid"]),
-            redis=_redis_cpu(endpoints["redis"]),
-            machine=_machine_cpu(),
-        )
-
-
 async def run_round(
     kind: str, target: tuple[str, int], level: int, count: int, endpoints: dict[str, Any]
 ) -> Round:
@@ -286,15 +300,7 @@ async def run_round(
         before, started = Usage.now(endpoints, pid), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(level)))
         result.wall_s = time.perf_counter() - started
-        after = Usage.now(endpoints, pid)
-        result.cpu_s = after.serving - before.serving
-        result.client_cpu_s = after.client - before.client
-        result.triton_cpu_s = after.triton - before.triton
-        result.machine_cpu_s = after.machine - before.machine
-        if after.redis is None or before.redis is None:
-            result.redis_cpu_s = None
-        else:
-            result.redis_cpu_s = after.redis - before.redis
+        result.used = Usage.now(endpoints, pid) - before
     finally:
         # Also when the round is cancelled (SIGTERM): a gRPC stream left open would hold
         # Triton's shutdown for its whole exit timeout.
@@ -447,14 +453,7 @@ def _merge(rounds: list[Round]) -> Round:
     for r in rounds:
         merged.latencies += r.latencies
         merged.wall_s += r.wall_s
-        merged.cpu_s += r.cpu_s
-        merged.client_cpu_s += r.client_cpu_s
-        merged.triton_cpu_s += r.triton_cpu_s
-        merged.machine_cpu_s += r.machine_cpu_s
-        if merged.redis_cpu_s is None or r.redis_cpu_s is None:
-            merged.redis_cpu_s = None
-        else:
-            merged.redis_cpu_s += r.redis_cpu_s
+        merged.used += r.used
     return merged
 
 
@@ -525,18 +524,19 @@ def cpu_report(results: list[Round], levels: list[int], targets: list[tuple[str,
                         if (x.target, x.concurrency, x.system) == (model, level, system)
                     ]
                 )
-                serving = None if system == "direct" else r.cpu_s
-                four = r.client_cpu_s + r.triton_cpu_s + (serving or 0.0) + (r.redis_cpu_s or 0.0)
+                u = r.used
+                serving = None if system == "direct" else u.serving
+                four = u.client + u.triton + (serving or 0.0) + (u.redis or 0.0)
                 table.add_row(
                     model,
                     str(level),
                     system,
-                    r.per_request_ms(r.client_cpu_s),
+                    r.per_request_ms(u.client),
                     r.per_request_ms(serving),
-                    r.per_request_ms(r.triton_cpu_s),
-                    r.per_request_ms(r.redis_cpu_s),
+                    r.per_request_ms(u.triton),
+                    r.per_request_ms(u.redis),
                     r.per_request_ms(four),
-                    r.per_request_ms(r.machine_cpu_s),
+                    r.per_request_ms(u.machine),
                     r.cores_busy(),
                 )
     return table

@@ -20,7 +20,7 @@ import redis
 from tritonclient.grpc import service_pb2
 
 from bench.floor import Floor
-from bench.gateway import Round, _cpu, _machine_cpu, _redis_cpu, _tree_cpu, cpu_report
+from bench.gateway import Round, Usage, _cpu, _machine_cpu, _redis_cpu, _tree_cpu, cpu_report
 from bench.generation import bench_engine
 from registry import migrate
 from registry.config import RegistrySettings
@@ -163,11 +163,9 @@ def test_redis_reports_its_cpu_time_and_an_absent_redis_reports_none() -> None:
 
 def test_the_cpu_table_adds_up_each_systems_share_per_request() -> None:
     def made(system: str, redis_s: float | None) -> Round:
-        r = Round("echo", system, 16, latencies=[0.01] * 1000, wall_s=2.0)
-        r.client_cpu_s, r.triton_cpu_s, r.redis_cpu_s = 0.2, 0.5, redis_s
-        r.cpu_s = 0.0 if system == "direct" else 0.4
-        r.machine_cpu_s = 3.0
-        return r
+        serving = 0.0 if system == "direct" else 0.4
+        used = Usage(serving=serving, client=0.2, triton=0.5, redis=redis_s, machine=3.0)
+        return Round("echo", system, 16, latencies=[0.01] * 1000, wall_s=2.0, used=used)
 
     results = [made("direct", 0.0), made("gateway", 0.05), made("floor", None)]
     table = cpu_report(results, [16], [("echo", 1)])

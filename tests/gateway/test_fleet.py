@@ -16,9 +16,8 @@ from gateway.config import GatewaySettings
 from gateway.fleet import Fleet
 from gateway.metrics import Metrics
 from gateway.routing import RouteTable
-from registry import migrate
-from registry.db import RegistryDatabase, connect, writing
-from tests.registry.conftest import point, ready_version
+from registry.db import RegistryDatabase, writing
+from tests.registry.conftest import migrated, point, ready_version
 
 
 class FakeEndpoint:
@@ -63,10 +62,7 @@ def settings(tmp_path: Path) -> GatewaySettings:
 
 @pytest.fixture
 def db(settings: GatewaySettings) -> Iterator[RegistryDatabase]:
-    database = connect(settings)
-    migrate.upgrade(database)
-    yield database
-    database.dispose()
+    yield from migrated(settings)
 
 
 def _ready(db: RegistryDatabase, model: str, count: int) -> None:

@@ -49,12 +49,18 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registr
         yield RegistrySettings(**base, database_url=url)
 
 
-@pytest.fixture
-def db(settings: RegistrySettings) -> Iterator[RegistryDatabase]:
+def migrated(settings: RegistrySettings) -> Iterator[RegistryDatabase]:
+    """A registry connected and migrated to the newest schema; disposed of afterwards (the body
+    of a `db` fixture)."""
     database = connect(settings)
     migrate.upgrade(database)
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def db(settings: RegistrySettings) -> Iterator[RegistryDatabase]:
+    yield from migrated(settings)
 
 
 ReadyFactory = Callable[..., VersionPublic]

@@ -2,7 +2,7 @@
 
 A bare ASGI app on the gateway's own server stack (uvicorn with uvloop and httptools, a JSON
 answer in one write, no access log) and the gateway's own Triton client
-(`gateway.upstream.Endpoint`, kept streams): it reads the JSON body, makes the same Triton
+(`gateway.triton.pool.Endpoint`, kept streams): it reads the JSON body, makes the same Triton
 request the gateway makes, and answers the completion as JSON. No framework, no
 authentication, no rate limit, no metrics, no logs, no validation beyond what it needs to run.
 `bench.gateway` measures it beside Triton called directly and the real gateway, so the table
@@ -14,6 +14,10 @@ its features. Not for serving anything.
 
 from __future__ import annotations
 
+from gateway.triton.grpc_setup import load_grpc
+
+load_grpc()  # as `python -m gateway` does: gRPC's client setting, before tritonclient loads it
+
 import argparse
 import json
 from typing import Any
@@ -21,8 +25,9 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from gateway.http1 import OneWriteHttpToolsProtocol
-from gateway.upstream import Endpoint, GenerateCall, infer_request, parse_response
+from gateway.server.http1 import OneWriteHttpToolsProtocol
+from gateway.triton.pool import Endpoint
+from gateway.triton.protocol import GenerateCall, infer_request, parse_response
 
 
 class Floor:

@@ -1,7 +1,7 @@
 """What the gateway adds: Triton called directly vs through the gateway, interleaved, one run.
 
 The same non-streamed requests go to the same Triton three ways: straight over gRPC (the
-gateway's own Triton client, `gateway.upstream.Endpoint`, on kept streams); over HTTP
+gateway's own Triton client, `gateway.triton.pool.Endpoint`, on kept streams); over HTTP
 (`aiohttp`, a lean load generator) through a gateway process with everything on (JWT auth, the
 Redis rate limit when Redis answers, metrics, and its JSON access line per request at the
 default log level, written to `var/bench/gateway.log`); and over HTTP through `bench.floor`, the
@@ -22,6 +22,10 @@ gateway under a profiler.
 """
 
 from __future__ import annotations
+
+from gateway.triton.grpc_setup import load_grpc
+
+load_grpc()  # as `python -m gateway` does: gRPC's client setting, before tritonclient loads it
 
 import argparse
 import asyncio
@@ -48,16 +52,18 @@ from rich.table import Table
 
 from bench import stop_cleanly_on_sigterm
 from bench.registry import newest_ready
-from gateway.auth import TokenService
 from gateway.config import GatewaySettings
-from gateway.upstream import Endpoint, GenerateCall, infer_request
+from gateway.identity.tokens import TokenService
+from gateway.triton.pool import Endpoint
+from gateway.triton.protocol import GenerateCall, infer_request
+from hosting.cli import server_for
+from hosting.model_config import write_model_config
 from registry import aliases, migrate
+from registry.config import RegistrySettings
 from registry.db import connect, writing
 from registry.integrity import rebuild_from_repository
 from registry.manifest import DatasetRecord, Manifest, describe_file, write_manifest
 from registry.tables import utcnow
-from workers.cli import server_for
-from workers.repository import write_model_config
 
 ECHO_ENTRY = '''"""Triton entry point of the benchmark's echo model."""
 
@@ -145,10 +151,12 @@ class Round:
 
 def build(settings: GatewaySettings, model: str, work: Path) -> tuple[GatewaySettings, int]:
     """A registry and repository in `work` holding the echo model and `model`'s newest version."""
-    newest = newest_ready(settings, model)
+    newest = newest_ready(settings.registry, model)
     repo = work / "repo"
     (repo / model).mkdir(parents=True)
-    (repo / model / str(newest)).symlink_to(settings.model_repository / model / str(newest))
+    (repo / model / str(newest)).symlink_to(
+        settings.registry.model_repository / model / str(newest)
+    )
     echo = repo / "echo" / "1"
     echo.mkdir(parents=True)
     (echo / "model.py").write_text(ECHO_ENTRY)
@@ -163,21 +171,24 @@ def build(settings: GatewaySettings, model: str, work: Path) -> tuple[GatewaySet
             artifacts=[describe_file(echo, "model.py", "python")],
         ),
     )
-    local = settings.model_copy(
+    registry = RegistrySettings(
+        var_dir=work / "var",
+        model_repository=repo,
+        database_url=f"sqlite:///{work / 'registry.db'}",
+    )
+    triton = settings.triton.model_copy(
         update={
-            "var_dir": work / "var",
-            "model_repository": repo,
-            "database_url": f"sqlite:///{work / 'registry.db'}",
-            "triton_home": settings.triton_path,
-            "triton_http_port": free_port(),
-            "triton_grpc_port": free_port(),
-            "triton_metrics_port": free_port(),
-            "port": free_port(),
-            "worker_max_active": 64,
-            "worker_max_queue": 256,
+            "home": settings.triton_path,
+            "http_port": free_port(),
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
         }
     )
-    db = connect(local)
+    engine = settings.engine.model_copy(update={"max_active": 64, "max_queue": 256})
+    local = settings.model_copy(
+        update={"registry": registry, "triton": triton, "engine": engine, "port": free_port()}
+    )
+    db = connect(local.registry)
     migrate.upgrade(db)
     with writing(db) as session:
         rebuild_from_repository(session=session, repository=repo)
@@ -191,8 +202,8 @@ def build(settings: GatewaySettings, model: str, work: Path) -> tuple[GatewaySet
                 reason="benchmark",
             )
     db.dispose()
-    write_model_config(repo, "echo", [1], local)
-    write_model_config(repo, model, [newest], local)
+    write_model_config(repo, "echo", [1], engine, triton)
+    write_model_config(repo, model, [newest], engine, triton)
     return local, newest
 
 
@@ -330,7 +341,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     console.print(report(results, levels, targets))
     console.print(cpu_report(results, levels, targets))
-    plot = args.plot or base.var_dir / "bench" / "gateway.png"
+    plot = args.plot or base.registry.var_dir / "bench" / "gateway.png"
     save_plot(results, levels, plot)
     console.print(f"plot: {plot}")
 
@@ -356,10 +367,10 @@ def _measure(
     token, _ = TokenService(settings).issue(subject="bench", scopes=frozenset({"generate"}))
     env = {
         **os.environ,
-        "TOLLGATE_VAR_DIR": str(settings.var_dir),
-        "TOLLGATE_DATABASE_URL": settings.database_url,
-        "TOLLGATE_MODEL_REPOSITORY": str(settings.model_repository),
-        "TOLLGATE_TRITON_GRPC_PORT": str(settings.triton_grpc_port),
+        "TOLLGATE_VAR_DIR": str(settings.registry.var_dir),
+        "TOLLGATE_DATABASE_URL": settings.registry.database_url,
+        "TOLLGATE_MODEL_REPOSITORY": str(settings.registry.model_repository),
+        "TOLLGATE_TRITON_GRPC_PORT": str(settings.triton.grpc_port),
         "TOLLGATE_PORT": str(settings.port),
         "TOLLGATE_REDIS_URL": args.redis,
         "TOLLGATE_CACHE_TTL_S": "0",
@@ -369,9 +380,9 @@ def _measure(
     results: list[Round] = []
     prefix = os.environ.get("BENCH_GATEWAY_PREFIX", "").split()
     # The gateway logs as it does by default (an access line per request, at info), to a file.
-    log_path = base.var_dir / "bench" / "gateway.log"
+    log_path = base.registry.var_dir / "bench" / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with server_for(settings, ["echo", args.model]) as triton, log_path.open("w") as log:
+    with server_for(settings.hosting, ["echo", args.model]) as triton, log_path.open("w") as log:
         gateway = subprocess.Popen(
             [sys.executable, *prefix, "-m", "gateway", "serve"],
             env=env,

@@ -7,7 +7,7 @@ round's own ratio is shown as a range, since one round on a shared machine says 
 the engine alone (`--skip-engine` leaves it out):
 
 - triton:       `python -m workers`'s generate model in a real tritonserver, gRPC streaming
-                with the gateway's own client (`gateway.upstream.Endpoint`, kept streams);
+                with the gateway's own client (`gateway.triton.pool.Endpoint`, kept streams);
 - engine:       the worker's engine in this process with no server (the lanes and threads the
                 worker builds, responses handed to in-memory sinks), which splits the
                 gap to the ceiling between the engine and the server around it;
@@ -43,15 +43,17 @@ from tokenizers import Tokenizer
 
 from bench import stop_cleanly_on_sigterm
 from bench.registry import newest_ready
-from gateway.upstream import Endpoint, GenerateCall, infer_request, parse_response
+from gateway.triton.pool import Endpoint
+from gateway.triton.protocol import GenerateCall, infer_request, parse_response
+from hosting.cli import prepare, server_for
+from hosting.config import HostingSettings
+from hosting.model_config import model_parameters
 from trainer.checkpoint import load_model
 from trainer.export_hf import export_hf
 from workers.artifacts import resolve
-from workers.cli import prepare, server_for
-from workers.config import WorkerSettings
-from workers.engine import Chunk, Engine, GenerationRequest
+from workers.engine import Engine
 from workers.kvbatch import KVBatch
-from workers.repository import model_parameters
+from workers.requests import Chunk, GenerationRequest
 from workers.runtime import OnnxDecoder
 from workers.sampling import SamplingParams
 from workers.serving import build_engine
@@ -266,11 +268,11 @@ def main() -> None:
     args = parser.parse_args()
     stop_cleanly_on_sigterm()
     console = Console(width=160)
-    settings = WorkerSettings()
+    settings = HostingSettings()
     if args.version is None:
-        args.version = newest_ready(settings, args.model)
-    version_dir = settings.model_repository / args.model / str(args.version)
-    served = resolve(version_dir, settings.worker_artifact, settings.worker_device)
+        args.version = newest_ready(settings.registry, args.model)
+    version_dir = settings.registry.model_repository / args.model / str(args.version)
+    served = resolve(version_dir, settings.engine.artifact, settings.engine.device)
     tokenizer = Tokenizer.from_file(str(served.tokenizer))
     context = int(served.manifest.hyperparameters["model"]["context_length"])
     decoder = OnnxDecoder(served.path, context_length=context, providers=served.providers)
@@ -286,12 +288,16 @@ def main() -> None:
         hf.eval()  # type: ignore[no-untyped-call]
     levels = [int(c) for c in args.concurrency.split(",")]
     settings = settings.model_copy(
-        update={"worker_max_active": max(levels), "worker_max_queue": max(levels)}
+        update={
+            "engine": settings.engine.model_copy(
+                update={"max_active": max(levels), "max_queue": max(levels)}
+            )
+        }
     )
     prepare(settings)
     engine = None
     if not args.skip_engine:
-        engine, _ = build_engine(served, model_parameters(settings))
+        engine, _ = build_engine(served, model_parameters(settings.engine, settings.triton))
         engine.start()
     results: list[Measurement] = []
     console.print(
@@ -350,7 +356,7 @@ def main() -> None:
                 f"{m.tokens_per_s / hf_tps:.1f}x" if not math.isnan(hf_tps) else "-",
             )
     console.print(table)
-    plot = args.plot or settings.var_dir / "bench" / "generation.png"
+    plot = args.plot or settings.registry.var_dir / "bench" / "generation.png"
     save_plot(results, levels, plot)
     console.print(f"plot: {plot}")
 

@@ -1,6 +1,6 @@
-"""The admission script through redis-py and through `gateway.redisline.RedisLine`.
+"""The admission script through redis-py and through `gateway.server.redisline.RedisLine`.
 
-Each runs the rate limiter's real admission script (`gateway.ratelimit`) against the same
+Each runs the rate limiter's real admission script (`gateway.generation.ratelimit`) against the same
 Redis, bounded by a timeout the way the gateway bounds it, in alternating rounds, with 1 and 16
 callers at once: redis-py inside `asyncio.timeout`; a line inside `asyncio.timeout` (a timer
 per call); and a line keeping its commands' deadlines itself (one timer for the connection),
@@ -27,8 +27,8 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
-from gateway.ratelimit import _TAKE_SCRIPT
-from gateway.redisline import RedisLine
+from gateway.generation.ratelimit import _TAKE_SCRIPT
+from gateway.server.redisline import RedisLine
 
 console = Console()
 CLIENTS = ("redis-py", "line+timer", "line")

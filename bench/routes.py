@@ -30,12 +30,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from bench import stop_cleanly_on_sigterm
-from gateway.routing import RouteTable
+from gateway.generation.routing import RouteTable
+from hosting.serving_plan import versions_to_serve_all
 from registry import aliases, catalog, migrate
 from registry.config import RegistrySettings
 from registry.db import RegistryDatabase, connect, writing
 from registry.manifest import ArtifactRecord
-from workers.repository import versions_to_serve_all
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

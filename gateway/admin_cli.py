@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.auth import TokenService
 from gateway.config import GatewaySettings
+from gateway.identity.tokens import TokenService
 
 admin_app = typer.Typer(
     help="Promote, roll back and canary model versions; read their history.",

@@ -23,27 +23,30 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import admin, openai, ops, v1, v2
-from gateway.api.direct import DirectLane, GenerationRoute
-from gateway.auth import TokenService
-from gateway.cache import ResponseCache
+from gateway.api import admin, ops
+from gateway.api.generation_route import DirectLane, GenerationRoute
+from gateway.api.openai import routes as openai
+from gateway.api.v1 import routes as v1
+from gateway.api.v2 import routes as v2
 from gateway.config import GatewaySettings
+from gateway.control.alias_changes import Operator
+from gateway.control.canary_gates import GATE_ACTOR, CanaryGates
+from gateway.control.drift import DriftWatch
+from gateway.control.reconciler import Fleet
 from gateway.deps import Services
-from gateway.disconnect import ClientGone
-from gateway.drift import DriftWatch
 from gateway.errors import GatewayError
-from gateway.fleet import Fleet
-from gateway.gates import GATE_ACTOR, CanaryGates
-from gateway.jwks import JWKSKeys
-from gateway.keys import list_keys
-from gateway.metrics import Metrics
-from gateway.middleware import RequestContext
-from gateway.operations import Operator
-from gateway.ratelimit import REVOKED_SET, RateLimiter
-from gateway.routing import RouteTable
-from gateway.service import Generations
-from gateway.tracing import Tracing
-from gateway.upstream import TritonPool
+from gateway.generation.cache import ResponseCache
+from gateway.generation.generations import Generations
+from gateway.generation.ratelimit import REVOKED_SET, RateLimiter
+from gateway.generation.routing import RouteTable
+from gateway.identity.api_keys import list_keys
+from gateway.identity.jwks import JWKSKeys
+from gateway.identity.tokens import TokenService
+from gateway.server.disconnect import ClientGone
+from gateway.server.middleware import RequestContext
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.tracing import Tracing
+from gateway.triton.pool import TritonPool
 from registry.db import RegistryDatabase, connect
 
 log = logging.getLogger("tollgate.gateway")
@@ -56,7 +59,7 @@ def create_app(settings: GatewaySettings, *, span_exporter: SpanExporter | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = connect(settings)
+        db = connect(settings.registry)
         redis = (
             # Every call is bounded by an asyncio timeout instead of a socket timeout, which
             # redis-py enforces with a task per command.
@@ -124,11 +127,11 @@ def create_app(settings: GatewaySettings, *, span_exporter: SpanExporter | None 
                 pool=pool,
                 limiter=limiter,
                 metrics=metrics,
+                cache=ResponseCache(
+                    redis, settings.cache_ttl_s, metrics.redis_errors.inc, settings.redis_timeout_s
+                ),
                 gates=gates,
                 tracer=tracing.tracer,
-            ),
-            cache=ResponseCache(
-                redis, settings.cache_ttl_s, metrics.redis_errors.inc, settings.redis_timeout_s
             ),
             jwks=jwks,
             fleet=fleet,
@@ -160,7 +163,7 @@ def create_app(settings: GatewaySettings, *, span_exporter: SpanExporter | None 
         title="Tollgate",
         summary="Text generation from versioned models: authenticated, rate-limited, streamed.",
         lifespan=lifespan,
-        # The gateway makes its own spans and metrics (RequestContext, gateway.metrics); this
+        # The gateway makes its own spans and metrics (RequestContext, telemetry.metrics); this
         # also spares every request FastAPI's check for globally configured providers.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )

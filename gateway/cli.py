@@ -19,18 +19,18 @@ from rich.table import Table
 
 from gateway.admin_cli import admin_app
 from gateway.app import create_app
-from gateway.auth import TokenService, parse_scopes
 from gateway.config import GatewaySettings
-from gateway.http1 import OneWriteHttpToolsProtocol
-from gateway.keys import KeyLimits, KeyNotFound, create_key, list_keys, revoke_key
-from gateway.logs import configure_logging
-from gateway.ratelimit import REVOKED_SET
+from gateway.generation.ratelimit import REVOKED_SET
+from gateway.identity.api_keys import KeyLimits, KeyNotFound, create_key, list_keys, revoke_key
+from gateway.identity.tokens import TokenService, parse_scopes
+from gateway.server.http1 import OneWriteHttpToolsProtocol
+from gateway.telemetry.logs import configure_logging
+from hosting.binary import TritonUnavailable
+from hosting.cli import prepare, server_for
 from registry import aliases, migrate
 from registry.aliases import FIRST_VERSION_REASON
 from registry.db import RegistryDatabase, connect, writing
 from registry.errors import RegistryError
-from workers.binary import TritonUnavailable
-from workers.cli import prepare, server_for
 
 app = typer.Typer(help="The Tollgate gateway.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
@@ -95,7 +95,7 @@ def _uvicorn(settings: GatewaySettings) -> uvicorn.Server:
         log_config=None,  # configure_logging set up JSON lines
         access_log=False,  # the gateway writes its own access lines
         http=OneWriteHttpToolsProtocol,  # a JSON answer's head and body in one write
-        timeout_graceful_shutdown=int(settings.triton_exit_timeout_s),
+        timeout_graceful_shutdown=int(settings.triton.exit_timeout_s),
     )
     return _Server(config)
 
@@ -113,15 +113,15 @@ def run() -> None:
     """Start Triton and the gateway on the embedded defaults; Ctrl-C stops both."""
     settings = _settings()
     try:
-        db = connect(settings)
+        db = connect(settings.registry)
         migrate.upgrade(db)
         model = settings.default_model
         _ensure_production(db, model)
         db.dispose()
-        models = prepare(settings)
+        models = prepare(settings.hosting)
         if model not in models:
             raise TritonUnavailable(f"{model} has no servable version: run `make run` again")
-        triton = server_for(settings, sorted(models))
+        triton = server_for(settings.hosting, sorted(models))
         triton.start()
     except (RegistryError, TritonUnavailable) as exc:
         raise _fail(str(exc)) from None
@@ -188,7 +188,7 @@ def keys_create(
 ) -> None:
     """Create a key; its secret is printed once and stored only as a hash."""
     settings = _settings()
-    db = connect(settings)
+    db = connect(settings.registry)
     try:
         migrate.check_schema(db)
         secret, info = create_key(
@@ -213,7 +213,7 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List keys (never their secrets)."""
-    db = connect(_settings())
+    db = connect(_settings().registry)
     try:
         found = list_keys(db=db, include_revoked=all_keys)
     except RegistryError as exc:
@@ -253,7 +253,7 @@ def keys_revoke(
 ) -> None:
     """Revoke a key: requests with tokens it was exchanged for fail from the next one on."""
     settings = _settings()
-    db = connect(settings)
+    db = connect(settings.registry)
     try:
         info = revoke_key(db=db, key_id=key_id, actor=actor)
     except (KeyNotFound, RegistryError) as exc:

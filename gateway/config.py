@@ -1,25 +1,35 @@
 """Gateway settings, read from `TOLLGATE_*` environment variables.
 
-The gateway inherits the worker settings (and through them the registry's), so one `.env`
-describes a whole deployment. Outside local mode the gateway refuses to start with the
-built-in development secret or a short one.
+The gateway's settings hold the parts it uses, each reading its own variables: the registry's
+(`registry`), the Triton server's (`triton`) and the engine's (`engine`, written into the
+model configurations its reconciler loads). One `.env` describes a whole deployment. Outside
+local mode the gateway refuses to start with the built-in development secret or a short one.
 """
 
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.config import WorkerSettings
+from hosting.config import EngineSettings, HostingSettings, TritonSettings
+from registry.config import RegistrySettings
 
 DEVELOPMENT_SECRET = "tollgate-local-development-secret-change-me"  # noqa: S105 (refused outside local)
 MIN_SECRET_LENGTH = 32
 
 
-class GatewaySettings(WorkerSettings):
+class GatewaySettings(BaseSettings):
     """The HTTP API in front of the workers."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", extra="forbid")
+
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
 
     mode: Literal["local", "production"] = Field(
         default="local", description="local allows the development JWT secret; production not."
@@ -134,7 +144,8 @@ class GatewaySettings(WorkerSettings):
 
     triton_endpoints: list[str] = Field(
         default=[],
-        description="Triton gRPC endpoints (host:port); empty: triton_host:triton_grpc_port.",
+        description="Triton gRPC endpoints (host:port); empty: the local Triton's "
+        "TOLLGATE_TRITON_HOST:TOLLGATE_TRITON_GRPC_PORT.",
     )
     request_timeout_s: float = Field(
         default=60.0, gt=0, description="Deadline for one generation, first byte to last."
@@ -185,4 +196,14 @@ class GatewaySettings(WorkerSettings):
 
     @property
     def endpoints(self) -> list[str]:
-        return self.triton_endpoints or [f"{self.triton_host}:{self.triton_grpc_port}"]
+        return self.triton_endpoints or [f"{self.triton.host}:{self.triton.grpc_port}"]
+
+    @property
+    def triton_path(self) -> Path:
+        """Where the local tritonserver is unpacked and logs (`TOLLGATE_TRITON_HOME`)."""
+        return self.triton.home_in(self.registry.var_dir)
+
+    @property
+    def hosting(self) -> HostingSettings:
+        """The parts a local Triton is started and configured with (`python -m gateway run`)."""
+        return HostingSettings(registry=self.registry, triton=self.triton, engine=self.engine)

@@ -8,20 +8,19 @@ from typing import Annotated
 from fastapi import Depends, Request
 from jose import JWTError, jwt
 
-from gateway.auth import Identity, TokenService
-from gateway.cache import ResponseCache
 from gateway.config import GatewaySettings
+from gateway.control.alias_changes import Operator
+from gateway.control.canary_gates import CanaryGates
+from gateway.control.reconciler import Fleet
 from gateway.errors import Unauthorized
-from gateway.fleet import Fleet
-from gateway.gates import CanaryGates
-from gateway.jwks import JWKSKeys
-from gateway.metrics import Metrics
-from gateway.operations import Operator
-from gateway.ratelimit import RateLimiter
-from gateway.routing import RouteTable
-from gateway.service import Generations
-from gateway.tracing import Tracing
-from gateway.upstream import TritonPool
+from gateway.generation.generations import Generations
+from gateway.generation.ratelimit import RateLimiter
+from gateway.generation.routing import RouteTable
+from gateway.identity.jwks import JWKSKeys
+from gateway.identity.tokens import Identity, TokenService
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.tracing import Tracing
+from gateway.triton.pool import TritonPool
 from registry.db import RegistryDatabase
 
 
@@ -37,7 +36,6 @@ class Services:
     limiter: RateLimiter
     metrics: Metrics
     generations: Generations
-    cache: ResponseCache
     fleet: Fleet
     operator: Operator
     gates: CanaryGates

@@ -1,7 +1,7 @@
 """Registry settings, read from `TOLLGATE_*` environment variables.
 
-Every Tollgate service uses the registry, so each service's own settings class
-inherits from `RegistrySettings` and adds its fields.
+Every Tollgate service uses the registry, so each service's own settings hold a
+`RegistrySettings` as their `registry` part, beside their own fields.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class RegistrySettings(BaseSettings):
     """Where the registry database, the model repository and local state live."""
 
-    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", extra="forbid")
 
     var_dir: Path = Field(
         default=Path("var"),

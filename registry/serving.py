@@ -8,7 +8,7 @@ for one model on SQLite, growing with the registry, and a round trip each on Pos
 versions (numbers only), and the newest event of every alias. A version's hyperparameters
 never change, so they are read separately, once per version, by `hyperparameters_of`. The
 workers' reconciler reads what every model needs from the same state, plus
-`rollback_versions` and `left_since` (`workers.repository.versions_to_serve_all`).
+`rollback_versions` and `left_since` (`hosting.serving_plan.versions_to_serve_all`).
 """
 
 from __future__ import annotations

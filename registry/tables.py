@@ -1,8 +1,14 @@
-"""SQLAlchemy 2.0 tables of the registry: models, versions, artifacts and alias events.
+"""SQLAlchemy 2.0 tables of the registry database: models, versions, artifacts and alias
+events, and two tables the gateway owns.
 
 Alias state is never stored in place: it is derived from the append-only `alias_events`
 table (the newest event per alias is the current state; the newest event at or before an
 instant is the state at that instant). Database triggers refuse UPDATE and DELETE on it.
+
+`api_keys` (`gateway.identity.api_keys`) and `idempotency_keys` (`gateway.control.alias_changes`)
+belong to the gateway. They live in this database, under this module's metadata, so that one
+Alembic chain migrates everything Tollgate keeps and an alias change commits with its
+idempotency record in one transaction; the registry's own functions never read them.
 """
 
 from __future__ import annotations
@@ -173,6 +179,9 @@ class AliasEvent(Base):
     actor: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The gateway's tables (see the module docstring).
 
 
 class ApiKey(Base):

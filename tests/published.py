@@ -11,19 +11,19 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from hosting.binary import TritonInstall, ensure_tritonserver
+from hosting.config import HostingSettings, TritonSettings
 from registry import aliases, migrate
+from registry.config import RegistrySettings
 from registry.db import connect, writing
+from trainer.rundir import Run, RunSpec
 from trainer.runs import (
-    Run,
-    RunSpec,
     step_data,
     step_export,
     step_publish,
     step_quantize,
     step_train,
 )
-from workers.binary import TritonInstall, ensure_tritonserver
-from workers.config import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON_CACHE = ROOT / "var" / "triton"
@@ -36,20 +36,26 @@ def free_port() -> int:
         return port
 
 
-def on_free_ports(settings: WorkerSettings, **changes: Any) -> WorkerSettings:
-    """`settings` for a Triton of a test's own: free HTTP, gRPC and metrics ports, and
-    `changes`."""
-    ports = {
-        "triton_http_port": free_port(),
-        "triton_grpc_port": free_port(),
-        "triton_metrics_port": free_port(),
-    }
-    return settings.model_copy(update={**ports, **changes})
+def on_free_ports(
+    settings: HostingSettings,
+    *,
+    registry: dict[str, Any] | None = None,
+    engine: dict[str, Any] | None = None,
+    **triton: Any,
+) -> HostingSettings:
+    """`settings` for a Triton of a test's own: free HTTP, gRPC and metrics ports, and the
+    changes given for each part (`triton`'s as keywords)."""
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    return HostingSettings(
+        registry=settings.registry.model_copy(update=registry or {}),
+        triton=settings.triton.model_copy(update={**ports, **triton}),
+        engine=settings.engine.model_copy(update=engine or {}),
+    )
 
 
 @pytest.fixture(scope="session")
 def triton_install() -> TritonInstall:
-    return ensure_tritonserver(TRITON_CACHE, WorkerSettings().triton_pytriton_version)
+    return ensure_tritonserver(TRITON_CACHE, TritonSettings().pytriton_version)
 
 
 PRESET = """
@@ -77,14 +83,15 @@ precision = "fp32"
 
 
 @pytest.fixture(scope="session")
-def published(tmp_path_factory: pytest.TempPathFactory) -> WorkerSettings:
+def published(tmp_path_factory: pytest.TempPathFactory) -> HostingSettings:
     """A registry and model repository holding two ready versions of a really trained model."""
     root = tmp_path_factory.mktemp("published")
     (root / "preset.toml").write_text(PRESET)
-    settings = WorkerSettings(
-        var_dir=root / "var", model_repository=root / "repo", triton_home=TRITON_CACHE
+    settings = HostingSettings(
+        registry=RegistrySettings(var_dir=root / "var", model_repository=root / "repo"),
+        triton=TritonSettings(home=TRITON_CACHE),
     )
-    db = connect(settings)
+    db = connect(settings.registry)
     migrate.upgrade(db)
     console = Console(file=io.StringIO())
     run = Run.create(
@@ -96,7 +103,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> WorkerSettings:
     step_export(run, console)
     step_quantize(run, console)
     for _ in range(2):
-        step_publish(run, console, db=db, repository=settings.model_repository)
+        step_publish(run, console, db=db, repository=settings.registry.model_repository)
     with writing(db) as session:
         aliases.set_alias(
             session=session,

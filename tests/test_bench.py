@@ -22,6 +22,7 @@ from tritonclient.grpc import service_pb2
 from bench.floor import Floor
 from bench.gateway import Round, Usage, _cpu, _machine_cpu, _redis_cpu, _tree_cpu, cpu_report
 from bench.generation import bench_engine
+from hosting.config import HostingSettings
 from registry import migrate
 from registry.config import RegistrySettings
 from registry.db import connect
@@ -29,7 +30,6 @@ from tests.cli import run_module
 from tests.published import ROOT
 from tests.services import POSTGRES_URL, REDIS_URL
 from tests.workers.fakes import CharTokenizer, FakeDecoder
-from workers.config import WorkerSettings
 from workers.engine import Engine, EngineConfig
 
 
@@ -203,13 +203,13 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.redis
 def test_a_benchmark_stopped_with_sigterm_stops_the_servers_it_started(
-    published: WorkerSettings, tmp_path: Path
+    published: HostingSettings, tmp_path: Path
 ) -> None:
     env = {
         **os.environ,
-        "TOLLGATE_VAR_DIR": str(published.var_dir),
-        "TOLLGATE_DATABASE_URL": published.database_url,
-        "TOLLGATE_MODEL_REPOSITORY": str(published.model_repository),
+        "TOLLGATE_VAR_DIR": str(published.registry.var_dir),
+        "TOLLGATE_DATABASE_URL": published.registry.database_url,
+        "TOLLGATE_MODEL_REPOSITORY": str(published.registry.model_repository),
         "TOLLGATE_TRITON_HOME": str(published.triton_path),
         "TMPDIR": str(tmp_path),  # where the benchmark makes its throw-away registry
     }

@@ -207,7 +207,7 @@ def test_the_gateways_run_on_valid_production_settings(
     settings = GatewaySettings()
     assert settings.mode == "production"
     assert settings.host == "0.0.0.0"  # noqa: S104 (inside the container)
-    assert urlsplit(settings.database_url).hostname == "postgres"
+    assert urlsplit(settings.registry.database_url).hostname == "postgres"
     assert urlsplit(settings.redis_url).hostname == "redis"
     assert urlsplit(settings.otlp_endpoint).hostname == "otel-collector"
     assert settings.otlp_endpoint.endswith("/v1/traces")

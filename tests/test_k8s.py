@@ -50,7 +50,7 @@ def test_the_deployment_has_every_part_it_promises() -> None:
     # Triton loads at start only a model whose configuration the init container wrote.
     (init,) = triton["spec"]["template"]["spec"]["initContainers"]
     loaded = [a.split("=", 1)[1] for a in container["command"] if a.startswith("--load-model=")]
-    assert init["command"][:4] == ["python3", "-m", "workers", "configure"]
+    assert init["command"][:4] == ["python3", "-m", "hosting", "configure"]
     assert loaded == [init["command"][init["command"].index("--model") + 1]]
     assert container["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{loaded[0]}/ready"
     mounts = {m["mountPath"]: m.get("readOnly", False) for m in init["volumeMounts"]}

@@ -32,10 +32,8 @@ from trainer.export_hf import export_hf
 from trainer.export_onnx import ExportParityError
 from trainer.presets import PresetError, load_preset
 from trainer.publish import PublishError, model_lock, recover
+from trainer.rundir import Run, RunSpec, StepError
 from trainer.runs import (
-    Run,
-    RunSpec,
-    StepError,
     step_data,
     step_export,
     step_publish,
@@ -93,7 +91,7 @@ def _settings() -> TrainerSettings:
 @contextmanager
 def _registry(settings: TrainerSettings) -> Iterator[RegistryDatabase]:
     """The registry, migrated first: the trainer can be the first to use a fresh one."""
-    db = connect(settings)
+    db = connect(settings.registry)
     try:
         migrate.upgrade(db)
         yield db
@@ -151,7 +149,7 @@ def _pipeline(run: Run, settings: TrainerSettings) -> VersionPublic:
                 return catalog.get_version(
                     session=session, model=ref["model"], version=ref["version"]
                 )
-        return step_publish(run, out, db=db, repository=settings.model_repository)
+        return step_publish(run, out, db=db, repository=settings.registry.model_repository)
 
 
 def _latest_ready(settings: TrainerSettings, model: str) -> VersionPublic | None:
@@ -276,7 +274,7 @@ def publish_step(run_dir: RunDir, as_json: AsJson = False) -> None:
         settings = _settings()
         with _registry(settings) as db:
             version = step_publish(
-                Run.open(run_dir), out, db=db, repository=settings.model_repository
+                Run.open(run_dir), out, db=db, repository=settings.registry.model_repository
             )
         _show(version, as_json)
 
@@ -291,13 +289,16 @@ def _version_files(settings: TrainerSettings, ref: str) -> tuple[str, int, Path]
         if version.status != "ready":
             raise StepError(f"{model} v{number} is {version.status}, not ready")
         report = integrity.verify_version(
-            session=session, repository=settings.model_repository, model=model, version=int(number)
+            session=session,
+            repository=settings.registry.model_repository,
+            model=model,
+            version=int(number),
         )
     if not report.ok:
         raise StepError(
             f"{model} v{number} fails verification: {[p.model_dump() for p in report.problems]}"
         )
-    return model, int(number), settings.model_repository / model / number
+    return model, int(number), settings.registry.model_repository / model / number
 
 
 @app.command()
@@ -361,8 +362,8 @@ def recover_command(model: str) -> None:
     """Clean up after a publish of MODEL that was killed (publish also does this first)."""
     with _errors():
         settings = _settings()
-        lock = model_lock(settings.model_repository / catalog.validate_model_name(model))
+        lock = model_lock(settings.registry.model_repository / catalog.validate_model_name(model))
         with _registry(settings) as db, lock:
-            report = recover(db=db, repository=settings.model_repository, model=model)
+            report = recover(db=db, repository=settings.registry.model_repository, model=model)
         for action in report.actions or ["nothing to recover"]:
             out.print(action)

@@ -6,12 +6,17 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry.config import RegistrySettings
 
 
-class TrainerSettings(RegistrySettings):
-    """Where training runs live and what they run on; registry settings are inherited."""
+class TrainerSettings(BaseSettings):
+    """Where training runs live and what they run on, and the registry it publishes to."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", extra="forbid")
+
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
 
     runs_dir: Path | None = Field(
         default=None,
@@ -26,4 +31,4 @@ class TrainerSettings(RegistrySettings):
 
     @property
     def runs_path(self) -> Path:
-        return (self.runs_dir or self.var_dir / "runs").expanduser().resolve()
+        return (self.runs_dir or self.registry.var_dir / "runs").expanduser().resolve()

@@ -1,5 +1,6 @@
-"""Entry point of `python -m workers`."""
+"""Entry point of `python -m workers`: the same commands as `python -m hosting` (serve,
+configure), kept under the name they were first published with."""
 
-from workers.cli import app
+from hosting.cli import app
 
 app(prog_name="python -m workers")

@@ -8,14 +8,8 @@ tokens per response. Finished and cancelled sequences leave at once, freeing the
 `max_active`, requests wait in a queue of `max_queue`; past that, `submit` raises
 `Overloaded`, which callers turn into 429/503.
 
-Responses leave on threads of their own (`_Outbox`, `senders` of them): handing a response to
-a client costs an IPC round trip in Triton's python backend, longer than a decode step of a
-small model, so the decode loop only appends text to a per-request buffer and moves on, and
-several threads wait on those round trips at once (never two for one request). When responses
-cannot keep up, whatever a request has buffered goes out as one response, so the number of
-responses adapts to load instead of throttling decoding. Asking a client whether it went away
-is an IPC as well; those threads ask after each streamed response, and the loop reads the
-answer from a flag.
+Responses leave on threads of their own (`workers.senders`): the decode loop only appends
+text to a request's buffer and moves on, and reads from a flag whether its client went away.
 
 Every response also costs CPU on its way (the backend, the server, the client's gRPC), on the
 cores that decode. `responses_per_s` is a budget for all streams together: with N streams
@@ -45,26 +39,19 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from workers.detokenizer import IncrementalDetokenizer
 from workers.kvbatch import KVBatch
+from workers.requests import Chunk, EngineStopped, GenerationRequest, Overloaded, Sink
 from workers.runtime import Decoder
-from workers.sampling import InvalidRequest, SamplingParams, choose, make_rng
-from workers.stops import StopMatcher
+from workers.sampling import InvalidRequest, choose
+from workers.senders import Outbox
+from workers.sequence import Sequence
 
 EOT_ID = 0
-
-
-class Overloaded(RuntimeError):
-    """Every slot and the whole queue are taken; retry later."""
-
-
-class EngineStopped(RuntimeError):
-    """The engine is not running (stopped, or its loop failed); the message says why."""
 
 
 class Encoded(Protocol):
@@ -78,34 +65,6 @@ class Tokenizer(Protocol):
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    prompt: str
-    params: SamplingParams = field(default_factory=SamplingParams)
-    stream: bool = True
-    truncate: bool = False  # keep the prompt's last tokens when it is too long, else refuse
-    request_id: str = ""
-
-
-@dataclass
-class Chunk:
-    """One response: new text and token ids; the final one carries the outcome."""
-
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    final: bool = False
-    finish_reason: str = ""  # length | stop | eos | cancelled
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    timings: dict[str, float] = field(default_factory=dict)  # queue_ms, first_token_ms, total_ms
-    error: str = ""
-
-
-class Sink(Protocol):
-    def send(self, chunk: Chunk) -> None: ...
-    def cancelled(self) -> bool: ...
-
-
-@dataclass(frozen=True)
 class EngineConfig:
     max_active: int = 32
     max_queue: int = 256
@@ -116,164 +75,20 @@ class EngineConfig:
     lanes: int = 1  # sub-batches decoded at the same time (see the module's docstring)
 
 
-class _Sequence:
-    def __init__(
-        self,
-        request: GenerationRequest,
-        sink: Sink,
-        prompt_ids: list[int],
-        tokenizer: Tokenizer,
-        now: float,
-    ) -> None:
-        self.request, self.sink, self.prompt_ids = request, sink, prompt_ids
-        self.params = request.params
-        self.rng = make_rng(request.params.seed)
-        self.detok = IncrementalDetokenizer(tokenizer, prompt_ids)
-        self.stops = StopMatcher(request.params.stop)
-        self.generated: list[int] = []
-        self.pending = -1  # sampled token not yet fed to the model
-        self.text = ""  # generated but not yet sent
-        self.ids: list[int] = []
-        self.finish_reason = ""
-        self.submitted, self.started, self.first_token = now, 0.0, 0.0
-        self.last_sent = now
-        self.sent_any = False
-        # Shared with the outbox thread (under its lock): what is buffered for the client.
-        self.out_text = ""
-        self.out_ids: list[int] = []
-        self.out_final: Chunk | None = None
-        self.queued = False  # waiting in the outbox
-        self.sending = False  # an outbox thread is sending for it
-        # Where the first response ends in the buffer (text, ids); (-1, -1) once it is sent.
-        self.first_cut: tuple[int, int] | None = None
-        self.probe = False  # the outbox should ask whether the client went away
-        self.gone = False  # the client went away or its sink failed (set by the outbox)
-        self.closed = False  # the final response was delivered
-
-
 class _Lane:
     """A sub-batch: its sequences, row for row with its KV cache, and the thread that runs it."""
 
     def __init__(self, index: int, batch: KVBatch, capacity: int) -> None:
         self.index, self.batch, self.capacity = index, batch, capacity
-        self.rows: list[_Sequence] = []
-        self.starting: list[_Sequence] = []  # admitted, being prefilled
+        self.rows: list[Sequence] = []
+        self.starting: list[Sequence] = []  # admitted, being prefilled
         self.steps = 0
         self.thread: threading.Thread | None = None
 
 
-class _Outbox:
-    """Delivers responses on threads of their own, so the decode loop never waits on a client.
-
-    `post` appends text to a request's buffer and queues the request once; a thread sends
-    everything buffered for it as one response. After a streamed response, and whenever asked
-    (`probe`), it checks whether the client went away and sets `gone` for the loop to read.
-    Each send waits for the server to take the response (an IPC round trip), so several
-    threads send at once, but never two for the same request: its responses leave in order,
-    and nothing follows its final response.
-    """
-
-    def __init__(self, threads: int = 1) -> None:
-        self._ready: collections.deque[_Sequence] = collections.deque()
-        self._lock = threading.Condition()
-        self._closing = False
-        self._threads = [
-            threading.Thread(target=self._run, name=f"tollgate-responses-{i}", daemon=True)
-            for i in range(threads)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def post(
-        self, sequence: _Sequence, text: str, ids: list[int], final: Chunk | None = None
-    ) -> None:
-        with self._lock:
-            if sequence.first_cut is None and final is None and (text or ids):
-                # The first text leaves as a response of its own, even if more piles up
-                # behind it before a thread gets to it (time to first token).
-                sequence.first_cut = (len(sequence.out_text) + len(text), len(ids))
-            sequence.out_text += text
-            sequence.out_ids.extend(ids)
-            if final is not None and sequence.out_final is None:
-                sequence.out_final = final
-            self._enqueue(sequence)
-
-    def probe(self, sequences: list[_Sequence]) -> None:
-        with self._lock:
-            for sequence in sequences:
-                sequence.probe = True
-                self._enqueue(sequence)
-
-    def _enqueue(self, sequence: _Sequence) -> None:
-        # A request being sent for is queued again when that send is done.
-        if not sequence.queued and not sequence.sending:
-            sequence.queued = True
-            self._ready.append(sequence)
-            self._lock.notify()
-
-    def close(self, timeout: float) -> None:
-        """Deliver what is queued (for up to `timeout`), then stop the threads."""
-        with self._lock:
-            self._closing = True
-            self._lock.notify_all()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._ready:
-                    if self._closing:
-                        return
-                    self._lock.wait()
-                sequence = self._ready.popleft()
-                sequence.queued, sequence.sending = False, True
-                cut = sequence.first_cut
-                if cut is not None and cut != (-1, -1):
-                    sequence.first_cut = (-1, -1)  # done: later packs may merge
-                    text, ids, final = sequence.out_text[: cut[0]], sequence.out_ids[: cut[1]], None
-                    sequence.out_text = sequence.out_text[cut[0] :]
-                    sequence.out_ids = sequence.out_ids[cut[1] :]
-                else:
-                    text, ids, final = sequence.out_text, sequence.out_ids, sequence.out_final
-                    sequence.out_text, sequence.out_ids, sequence.out_final = "", [], None
-                probe, sequence.probe = sequence.probe, False
-            try:
-                self._deliver(sequence, text, ids, final, probe)
-            finally:
-                with self._lock:
-                    sequence.sending = False
-                    if (
-                        sequence.out_text
-                        or sequence.out_ids
-                        or sequence.out_final
-                        or sequence.probe
-                    ):
-                        self._enqueue(sequence)
-
-    def _deliver(
-        self, sequence: _Sequence, text: str, ids: list[int], final: Chunk | None, probe: bool
-    ) -> None:
-        if sequence.closed:
-            return
-        try:
-            if final is not None:
-                sequence.closed = True
-                if not final.error:
-                    final.text, final.token_ids = text + final.text, ids + final.token_ids
-                sequence.sink.send(final)
-                return
-            if text or ids:
-                sequence.sink.send(Chunk(text=text, token_ids=ids))
-                probe = True
-            if probe and sequence.sink.cancelled():
-                sequence.gone = True
-        except Exception:  # a client that went away must not stop the others
-            sequence.gone = True
-
-
 class Engine:
+    """Runs submitted requests in continuous batches, one thread per lane (see above)."""
+
     def __init__(
         self,
         *,
@@ -292,7 +107,7 @@ class Engine:
             raise ValueError(f"lanes must be at least 1, got {lanes}")
         if lanes > slots:
             raise ValueError(f"{lanes} lanes need at least as many slots, got {slots}")
-        self._waiting: collections.deque[_Sequence] = collections.deque()
+        self._waiting: collections.deque[Sequence] = collections.deque()
         self._lanes = [
             _Lane(i, KVBatch(decoder.shape), slots // lanes + (i < slots % lanes))
             for i in range(lanes)
@@ -300,7 +115,7 @@ class Engine:
         self._lock = threading.Condition()
         self._running = False
         self._error = ""
-        self._outbox: _Outbox | None = None
+        self._outbox: Outbox | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -314,16 +129,16 @@ class Engine:
             return len(self._active), len(self._waiting)
 
     @property
-    def _active(self) -> list[_Sequence]:
+    def _active(self) -> list[Sequence]:
         return [sequence for lane in self._lanes for sequence in lane.rows]
 
     @property
-    def _starting(self) -> list[_Sequence]:
+    def _starting(self) -> list[Sequence]:
         return [sequence for lane in self._lanes for sequence in lane.starting]
 
     def start(self) -> None:
         self._running = True
-        self._outbox = _Outbox(self.config.senders)
+        self._outbox = Outbox(self.config.senders)
         for lane in self._lanes:
             lane.thread = threading.Thread(
                 target=self._loop, args=(lane,), name=f"tollgate-lane-{lane.index}", daemon=True
@@ -351,7 +166,7 @@ class Engine:
     def submit(self, request: GenerationRequest, sink: Sink) -> None:
         """Queue a request; raise InvalidRequest, Overloaded or EngineStopped at once."""
         prompt_ids = self._prompt_ids(request)
-        sequence = _Sequence(request, sink, prompt_ids, self.tokenizer, self.clock())
+        sequence = Sequence(request, sink, prompt_ids, self.tokenizer, self.clock())
         with self._lock:
             if not self._running or self._error:
                 raise EngineStopped(self._error or "the engine is not running")
@@ -405,7 +220,7 @@ class Engine:
         if self._on_failure is not None:
             self._on_failure(error)
 
-    def _admit(self, lane: _Lane) -> list[_Sequence] | None:
+    def _admit(self, lane: _Lane) -> list[Sequence] | None:
         """Take waiting requests into the lane's free slots, about its fair share of them;
         block while the lane and the queue are empty; None means stop."""
         with self._lock:
@@ -416,7 +231,7 @@ class Engine:
             if self._error:
                 return None
             free = lane.capacity - len(lane.rows)
-            taken: list[_Sequence] = []
+            taken: list[Sequence] = []
             if free and self._waiting:
                 # Share what is running and waiting evenly; a lane behind its share catches
                 # up, and every lane with a free slot takes at least one request.
@@ -436,7 +251,7 @@ class Engine:
                 self._send_final(sequence)
         return kept
 
-    def _prefill(self, lane: _Lane, newcomers: list[_Sequence]) -> None:
+    def _prefill(self, lane: _Lane, newcomers: list[Sequence]) -> None:
         ids, mask, positions = KVBatch.prefill_inputs([s.prompt_ids for s in newcomers])
         empty = KVBatch(self.decoder.shape)._empty(len(newcomers), 0)
         logits, present = self.decoder.step(ids, mask, positions, empty)
@@ -472,7 +287,7 @@ class Engine:
         streams = sum(s.request.stream for lane in self._lanes for s in lane.rows)
         return streams / self.config.responses_per_s
 
-    def _accept(self, sequence: _Sequence, token: int, now: float, gap: float) -> None:
+    def _accept(self, sequence: Sequence, token: int, now: float, gap: float) -> None:
         if not sequence.first_token:
             sequence.first_token = now
         if token == EOT_ID:
@@ -532,7 +347,7 @@ class Engine:
         lane.batch.keep(keep)
 
     # -- responses --------------------------------------------------------------------------
-    def _send(self, sequence: _Sequence, now: float, final: Chunk | None = None) -> None:
+    def _send(self, sequence: Sequence, now: float, final: Chunk | None = None) -> None:
         """Hand what the request has generated since its last response to the outbox."""
         text, ids = sequence.text, sequence.ids
         sequence.text, sequence.ids, sequence.last_sent = "", [], now
@@ -541,32 +356,16 @@ class Engine:
             self._post(sequence, text, ids, final)
 
     def _post(
-        self, sequence: _Sequence, text: str, ids: list[int], final: Chunk | None = None
+        self, sequence: Sequence, text: str, ids: list[int], final: Chunk | None = None
     ) -> None:
         if self._outbox is None:
             raise EngineStopped("the engine is not running")
         self._outbox.post(sequence, text, ids, final)
 
-    def _send_final(self, sequence: _Sequence) -> None:
+    def _send_final(self, sequence: Sequence) -> None:
         """The last response: remaining text (all of it when not streaming) and the outcome."""
         now = self.clock()
-        if sequence.finish_reason != "stop":
-            sequence.text += sequence.stops.flush()
-        started = sequence.started or now
-        chunk = Chunk(
-            final=True,
-            finish_reason=sequence.finish_reason,
-            prompt_tokens=len(sequence.prompt_ids),
-            completion_tokens=len(sequence.generated),
-            timings={
-                "queue_ms": round((started - sequence.submitted) * 1000, 3),
-                "first_token_ms": round(
-                    ((sequence.first_token or now) - sequence.submitted) * 1000, 3
-                ),
-                "total_ms": round((now - sequence.submitted) * 1000, 3),
-            },
-        )
-        self._send(sequence, now, final=chunk)
+        self._send(sequence, now, final=sequence.finish(now))
 
     def _fail_all(self, message: str) -> None:
         with self._lock:

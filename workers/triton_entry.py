@@ -1,7 +1,7 @@
 """Triton entry point of a Tollgate generate model version: the code lives in `workers/`.
 
 Published as `model.py` into every version directory. Triton runs it in isolated mode, which
-ignores PYTHONPATH, so `python -m workers serve` passes the project's paths in
+ignores PYTHONPATH, so `python -m hosting serve` passes the project's paths in
 TOLLGATE_PYTHONPATH; where the `workers` package is installed (the production image), that
 variable is unset and nothing changes.
 """

@@ -25,7 +25,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from workers.artifacts import ArtifactError, resolve
-from workers.engine import Chunk, EngineStopped, GenerationRequest, Overloaded
+from workers.requests import Chunk, EngineStopped, GenerationRequest, Overloaded
 from workers.sampling import InvalidRequest, SamplingParams
 from workers.serving import build_engine
 

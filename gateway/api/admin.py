@@ -15,18 +15,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from gateway.auth import Identity
-from gateway.deps import IdentityDep, Services, ServicesDep
-from gateway.errors import InvalidInput, NotFound, ValidationFailed
-from gateway.keys import KeyInfo, KeyLimits, KeyNotFound, create_key, list_keys, revoke_key
-from gateway.operations import (
+from gateway.control.alias_changes import (
     Idempotency,
     Outcome,
     registry_errors,
     request_digest,
     state_body,
 )
-from gateway.ratelimit import REVOKED_SET
+from gateway.deps import IdentityDep, Services, ServicesDep
+from gateway.errors import InvalidInput, NotFound, ValidationFailed
+from gateway.generation.ratelimit import REVOKED_SET
+from gateway.identity.api_keys import (
+    KeyInfo,
+    KeyLimits,
+    KeyNotFound,
+    create_key,
+    list_keys,
+    revoke_key,
+)
+from gateway.identity.tokens import Identity
 from registry import aliases, catalog
 from registry.db import reading
 from registry.errors import RegistryError

@@ -25,21 +25,21 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
-from gateway.auth import TokenService
 from gateway.config import GatewaySettings
+from gateway.identity.tokens import TokenService
+from hosting.cli import server_for
+from hosting.config import HostingSettings
+from hosting.model_config import write_model_config
+from hosting.server import TritonServer
 from registry import aliases, migrate
 from registry.db import connect, writing
 from registry.integrity import rebuild_from_repository
 from registry.manifest import read_manifest, write_manifest
 from tests.cli import run_module
-from tests.published import free_port
+from tests.published import free_port, on_free_ports
 from tests.services import REDIS_URL
 from tests.workers.test_failure import _break
 from workers.artifacts import resolve
-from workers.cli import server_for
-from workers.config import WorkerSettings
-from workers.repository import write_model_config
-from workers.server import TritonServer
 
 pytestmark = pytest.mark.redis
 
@@ -102,13 +102,13 @@ class Fleet:
 def _env(settings: GatewaySettings) -> dict[str, str]:
     return {
         **os.environ,
-        "TOLLGATE_VAR_DIR": str(settings.var_dir),
-        "TOLLGATE_DATABASE_URL": settings.database_url,
-        "TOLLGATE_MODEL_REPOSITORY": str(settings.model_repository),
+        "TOLLGATE_VAR_DIR": str(settings.registry.var_dir),
+        "TOLLGATE_DATABASE_URL": settings.registry.database_url,
+        "TOLLGATE_MODEL_REPOSITORY": str(settings.registry.model_repository),
         "TOLLGATE_REDIS_URL": settings.redis_url,
         "TOLLGATE_JWT_SECRET": settings.jwt_secret,
-        "TOLLGATE_TRITON_GRPC_PORT": str(settings.triton_grpc_port),
-        "TOLLGATE_TRITON_HTTP_PORT": str(settings.triton_http_port),
+        "TOLLGATE_TRITON_GRPC_PORT": str(settings.triton.grpc_port),
+        "TOLLGATE_TRITON_HTTP_PORT": str(settings.triton.http_port),
         "TOLLGATE_DEFAULT_MODEL": "gen",
         "TOLLGATE_RATE_REQUESTS_CAPACITY": str(10**6),
         "TOLLGATE_RATE_TOKENS_CAPACITY": str(10**8),
@@ -119,26 +119,29 @@ def _env(settings: GatewaySettings) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def fleet(published: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(published: HostingSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("admin")
     repository = root / "repo"
-    source = published.model_repository / "gen"
+    source = published.registry.model_repository / "gen"
     for version in (1, 2):
         _copy_version(source / str(version), repository / "gen" / str(version), version)
     # v3 loads but its engine fails every request; v4's artifact no longer matches its SHA-256.
     _copy_version(source / "2", repository / "gen" / "3", 3)
     _copy_version(source / "2", repository / "gen" / "4", 4)
+    hosting = on_free_ports(
+        published,
+        registry={
+            "var_dir": root / "var",
+            "model_repository": repository,
+            "database_url": f"sqlite:///{root / 'registry.db'}",
+        },
+        engine={"max_active": 16, "max_queue": 64},
+        exit_timeout_s=2,
+    )
     settings = GatewaySettings(
-        var_dir=root / "var",
-        model_repository=repository,
-        database_url=f"sqlite:///{root / 'registry.db'}",
-        triton_home=published.triton_home,
-        triton_http_port=free_port(),
-        triton_grpc_port=free_port(),
-        triton_metrics_port=free_port(),
-        triton_exit_timeout_s=2,
-        worker_max_active=16,
-        worker_max_queue=64,
+        registry=hosting.registry,
+        triton=hosting.triton,
+        engine=hosting.engine,
         port=free_port(),
         jwt_secret=SECRET,
         redis_url=REDIS_URL,
@@ -157,8 +160,8 @@ def fleet(published: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -
         # version: the latency rule is tested on its own (test_gates).
         canary_max_latency_ratio=1000,
     )
-    _break(repository / "gen" / "3", settings.worker_artifact)
-    db = connect(settings)
+    _break(repository / "gen" / "3", settings.engine.artifact)
+    db = connect(settings.registry)
     migrate.upgrade(db)
     with writing(db) as session:
         rebuild_from_repository(session=session, repository=repository)
@@ -172,9 +175,9 @@ def fleet(published: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -
         )
     db.dispose()
     # Registered as ready, then damaged on the worker's disk: Triton refuses to load it.
-    _corrupt(repository / "gen" / "4", settings.worker_artifact)
-    write_model_config(repository, "gen", [1], settings)
-    with server_for(settings, ["gen"]) as triton:
+    _corrupt(repository / "gen" / "4", settings.engine.artifact)
+    write_model_config(repository, "gen", [1], settings.engine, settings.triton)
+    with server_for(settings.hosting, ["gen"]) as triton:
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
@@ -201,7 +204,7 @@ def fleet(published: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -
                         pass
                     assert time.monotonic() < deadline, f"{base} did not become ready"
                     time.sleep(0.2)
-            running = Fleet(settings, bases, f"127.0.0.1:{settings.triton_grpc_port}", triton)
+            running = Fleet(settings, bases, f"127.0.0.1:{settings.triton.grpc_port}", triton)
             running.served_by(0, "warm-up")
             yield running
         finally:
@@ -213,7 +216,7 @@ def fleet(published: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -
 
 def _ready_versions(fleet: Fleet) -> set[int]:
     index = httpx.post(
-        f"http://127.0.0.1:{fleet.settings.triton_http_port}/v2/repository/index",
+        f"http://127.0.0.1:{fleet.settings.triton.http_port}/v2/repository/index",
         json={"ready": True},
         timeout=10,
     ).json()
@@ -495,7 +498,13 @@ def test_a_restarted_worker_is_brought_back_to_the_desired_state(fleet: Fleet) -
     # The worker comes back holding only the other version (its files say so), as a worker
     # restarted from a stale repository would.
     fleet.triton.stop()
-    write_model_config(fleet.settings.model_repository, "gen", [other], fleet.settings)
+    write_model_config(
+        fleet.settings.registry.model_repository,
+        "gen",
+        [other],
+        fleet.settings.engine,
+        fleet.settings.triton,
+    )
     fleet.triton.start()
     deadline = time.monotonic() + 60
     while production not in _ready_versions(fleet):

@@ -10,10 +10,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 
-from gateway.api.v1 import retirement_headers
-from gateway.auth import TokenService, parse_scopes
+from gateway.api.v1.routes import retirement_headers
 from gateway.config import DEVELOPMENT_SECRET, GatewaySettings
 from gateway.errors import Forbidden, Unauthorized
+from gateway.identity.tokens import TokenService, parse_scopes
 
 SECRET = "s" * 40
 

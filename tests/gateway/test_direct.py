@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.api.direct import DirectLane, GenerationRoute, body_model, is_json
+from gateway.api.generation_route import DirectLane, GenerationRoute, body_model, is_json
 from gateway.app import _install_error_handlers
 from gateway.deps import IdentityDep, ServicesDep
 from gateway.errors import RateLimited
-from gateway.schemas import GenerateRequest
+from gateway.generation.request import GenerateRequest
 
 
 def test_it_takes_the_body_model_from_the_endpoint() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from gateway.disconnect import EXTENSION, ClientGone, ConnectionWatch, unless_disconnected
+from gateway.server.disconnect import EXTENSION, ClientGone, ConnectionWatch, unless_disconnected
 
 
 def _request(leaves_after_s: float | None, watched: bool = False) -> Request:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from gateway.drift import ks_p_value, ks_statistic, reference_cdf
+from gateway.control.drift import ks_p_value, ks_statistic, reference_cdf
 
 BOUNDS = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, float("inf")]
 

@@ -24,17 +24,17 @@ import yaml
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.app import create_app
-from gateway.auth import TokenService
 from gateway.config import GatewaySettings
-from gateway.http1 import OneWriteHttpToolsProtocol
-from gateway.keys import KeyInfo, KeyLimits, create_key
+from gateway.identity.api_keys import KeyInfo, KeyLimits, create_key
+from gateway.identity.tokens import TokenService
+from gateway.server.http1 import OneWriteHttpToolsProtocol
+from hosting.cli import prepare, server_for
+from hosting.config import HostingSettings
 from registry.db import connect
 from tests.cli import run_module
 from tests.debian import debian_tool
-from tests.published import free_port
+from tests.published import free_port, on_free_ports
 from tests.services import REDIS_URL
-from workers.cli import prepare, server_for
-from workers.config import WorkerSettings
 
 pytestmark = pytest.mark.redis
 
@@ -55,7 +55,7 @@ class System:
 
     def key(self, name: str, limits: KeyLimits) -> tuple[str, KeyInfo]:
         """A new API key with `generate` and these limits: (the key itself, its record)."""
-        db = connect(self.settings)
+        db = connect(self.settings.registry)
         try:
             return create_key(db=db, name=name, scopes="generate", actor="test", limits=limits)
         finally:
@@ -66,18 +66,17 @@ class System:
 
 
 @pytest.fixture(scope="module")
-def system(published: WorkerSettings) -> Iterator[System]:
+def system(published: HostingSettings) -> Iterator[System]:
+    hosting = on_free_ports(
+        published,
+        exit_timeout_s=2,
+        # one slot, no queue: backpressure and freed slots are visible
+        engine={"max_active": 1, "max_queue": 0},
+    )
     settings = GatewaySettings(
-        var_dir=published.var_dir,
-        model_repository=published.model_repository,
-        database_url=published.database_url,
-        triton_home=published.triton_home,
-        triton_http_port=free_port(),
-        triton_grpc_port=free_port(),
-        triton_metrics_port=free_port(),
-        triton_exit_timeout_s=2,
-        worker_max_active=1,  # one slot, no queue: backpressure and freed slots are visible
-        worker_max_queue=0,
+        registry=hosting.registry,
+        triton=hosting.triton,
+        engine=hosting.engine,
         port=free_port(),
         jwt_secret=SECRET,
         redis_url=REDIS_URL,
@@ -88,9 +87,9 @@ def system(published: WorkerSettings) -> Iterator[System]:
         reconcile_interval_s=0,  # versions stay as started (a test pins v2)
         drift_interval_s=1,
     )
-    prepare(settings)
+    prepare(settings.hosting)
     spans = InMemorySpanExporter()
-    with server_for(settings, ["gen"]):
+    with server_for(settings.hosting, ["gen"]):
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(settings, span_exporter=spans),
@@ -279,8 +278,8 @@ def test_api_keys_exchange_rate_limit_and_revocation(system: System) -> None:
 
 def _env(settings: GatewaySettings) -> dict[str, str]:
     return {
-        "TOLLGATE_VAR_DIR": str(settings.var_dir),
-        "TOLLGATE_DATABASE_URL": settings.database_url,
+        "TOLLGATE_VAR_DIR": str(settings.registry.var_dir),
+        "TOLLGATE_DATABASE_URL": settings.registry.database_url,
         "TOLLGATE_REDIS_URL": settings.redis_url,
         "TOLLGATE_JWT_SECRET": settings.jwt_secret,
     }
@@ -408,7 +407,7 @@ def test_two_gateway_processes_share_limits_exactly_through_redis(system: System
     env = {
         **os.environ,
         **_env(system.settings),
-        "TOLLGATE_TRITON_GRPC_PORT": str(system.settings.triton_grpc_port),
+        "TOLLGATE_TRITON_GRPC_PORT": str(system.settings.triton.grpc_port),
         "TOLLGATE_DEFAULT_MODEL": "gen",
     }
     gateways = [
@@ -609,7 +608,7 @@ def test_every_dashboard_panel_and_alert_finds_its_metrics_in_a_real_prometheus(
             {
                 "job_name": "triton",
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{system.settings.triton_metrics_port}"]}
+                    {"targets": [f"127.0.0.1:{system.settings.triton.metrics_port}"]}
                 ],
             },
         ],
@@ -686,7 +685,7 @@ def test_nginx_balances_streams_and_loses_no_request_when_a_gateway_dies(
     env = {
         **os.environ,
         **_env(system.settings),
-        "TOLLGATE_TRITON_GRPC_PORT": str(system.settings.triton_grpc_port),
+        "TOLLGATE_TRITON_GRPC_PORT": str(system.settings.triton.grpc_port),
         "TOLLGATE_DEFAULT_MODEL": "gen",
         "TOLLGATE_RECONCILE_INTERVAL_S": "0",
         "TOLLGATE_RATE_REQUESTS_CAPACITY": "100000",

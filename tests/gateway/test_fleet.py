@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from gateway.config import GatewaySettings
-from gateway.fleet import Fleet
-from gateway.metrics import Metrics
-from gateway.routing import RouteTable
+from gateway.control.reconciler import Fleet
+from gateway.generation.routing import RouteTable
+from gateway.telemetry.metrics import Metrics
+from registry.config import RegistrySettings
 from registry.db import RegistryDatabase, writing
 from tests.registry.conftest import migrated, point, ready_version
 
@@ -52,17 +53,20 @@ class FakeEndpoint:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> GatewaySettings:
-    return GatewaySettings(
+    registry = RegistrySettings(
         var_dir=tmp_path / "var",
         model_repository=tmp_path / "repo",
         database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+    )
+    return GatewaySettings(
+        registry=registry,
         unload_grace_s=0,  # nothing kept for other replicas: what is not wanted goes
     )
 
 
 @pytest.fixture
 def db(settings: GatewaySettings) -> Iterator[RegistryDatabase]:
-    yield from migrated(settings)
+    yield from migrated(settings.registry)
 
 
 def _ready(db: RegistryDatabase, model: str, count: int) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from gateway.config import GatewaySettings
-from gateway.gates import CanaryGates, Figures, GateRules, judge
-from gateway.routing import Route, RouteTable, VersionInfo
+from gateway.control.canary_gates import CanaryGates, Figures, GateRules, judge
+from gateway.generation.routing import Route, RouteTable, VersionInfo
 
 RULES = GateRules(window_s=60, min_requests=10, max_error_rate=0.05, max_latency_ratio=2.0)
 

@@ -19,8 +19,8 @@ from uvicorn.server import ServerState
 
 from gateway import cli
 from gateway.config import GatewaySettings
-from gateway.disconnect import EXTENSION, ClientGone, unless_disconnected
-from gateway.http1 import OneWriteHttpToolsProtocol
+from gateway.server.disconnect import EXTENSION, ClientGone, unless_disconnected
+from gateway.server.http1 import OneWriteHttpToolsProtocol
 from tests.published import free_port
 
 

@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 
-from gateway.auth import TokenService
 from gateway.config import GatewaySettings
 from gateway.errors import Unauthorized
-from gateway.jwks import JWKSKeys
+from gateway.identity.jwks import JWKSKeys
+from gateway.identity.tokens import TokenService
 
 
 class Provider:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.logs import JsonFormatter, configure_logging, request_id_var
+from gateway.telemetry.logs import JsonFormatter, configure_logging, request_id_var
 
 
 def test_a_log_line_is_one_json_object_with_the_request_id() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from gateway.metrics import Metrics
+from gateway.telemetry.metrics import Metrics
 
 
 def _sample(metrics: Metrics, name: str, labels: str) -> float | None:

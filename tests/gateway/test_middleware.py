@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.middleware import _new_id
+from gateway.server.middleware import _new_id
 
 
 def test_made_request_ids_are_32_hex_digits_and_do_not_repeat() -> None:

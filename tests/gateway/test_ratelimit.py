@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.credentials import UsernamePasswordCredentialProvider
 
 from gateway.errors import Unauthorized, Unavailable
-from gateway.ratelimit import (
+from gateway.generation.ratelimit import (
     REFUND_WINDOW_S,
     REVOKED_SET,
     Limits,

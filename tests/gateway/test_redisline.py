@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from gateway.redisline import RedisLine, Script
+from gateway.server.redisline import RedisLine, Script
 from tests.services import REDIS_URL, silent_server
 
 pytestmark = pytest.mark.redis

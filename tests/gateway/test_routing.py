@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import NotFound, Unavailable
-from gateway.routing import Route, RouteTable, VersionInfo
+from gateway.generation.routing import Route, RouteTable, VersionInfo
 
 V1, V2 = VersionInfo(1, 256), VersionInfo(2, 256)
 

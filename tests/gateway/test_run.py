@@ -14,15 +14,17 @@ from pathlib import Path
 
 import httpx
 
+from hosting.config import HostingSettings
 from tests.published import ROOT, TRITON_CACHE, free_port
-from workers.config import WorkerSettings
 
 
 def test_run_prints_a_token_and_a_curl_that_work_then_stops_everything(
-    published: WorkerSettings, tmp_path: Path
+    published: HostingSettings, tmp_path: Path
 ) -> None:
-    shutil.copytree(published.var_dir, tmp_path / "var", ignore=shutil.ignore_patterns("triton"))
-    shutil.copytree(published.model_repository, tmp_path / "repo")
+    shutil.copytree(
+        published.registry.var_dir, tmp_path / "var", ignore=shutil.ignore_patterns("triton")
+    )
+    shutil.copytree(published.registry.model_repository, tmp_path / "repo")
     port, http, grpc, metrics = free_port(), free_port(), free_port(), free_port()
     env = {
         **os.environ,

@@ -9,12 +9,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.auth import Identity
 from gateway.config import GatewaySettings
-from gateway.metrics import Metrics
-from gateway.ratelimit import RateLimiter
-from gateway.service import Admitted, Generations
-from gateway.upstream import GenerateCall, Piece
+from gateway.generation.generations import Admitted, Generations
+from gateway.generation.ratelimit import RateLimiter
+from gateway.identity.tokens import Identity
+from gateway.telemetry.metrics import Metrics
+from gateway.triton.protocol import GenerateCall, Piece
 
 
 class _Pool:
@@ -49,7 +49,7 @@ def _generate(pieces: list[Piece], delay_s: float, *, stream: bool) -> tuple[dic
         pool=_Pool(pieces, delay_s),  # type: ignore[arg-type]
         limiter=limiter,
         metrics=metrics,
-        gates=gates,  # type: ignore[arg-type]
+        gates=gates,
     )
     identity = Identity(subject="someone", scopes=frozenset({"generate"}))
     call = GenerateCall(model="gen", version=1, prompt="x", max_tokens=11, stream=stream)

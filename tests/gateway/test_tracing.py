@@ -6,7 +6,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.config import GatewaySettings
-from gateway.tracing import OffTracer, Tracing
+from gateway.telemetry.tracing import OffTracer, Tracing
 
 
 def test_with_tracing_off_spans_are_not_recorded_and_not_made_current() -> None:

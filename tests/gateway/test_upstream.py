@@ -13,19 +13,12 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from gateway.errors import InvalidInput, Unavailable, UpstreamTimeout
-from gateway.upstream import (
-    Endpoint,
-    GenerateCall,
-    Piece,
-    TritonPool,
-    _classify,
-    infer_request,
-    parse_response,
-)
+from gateway.triton.pool import Endpoint, TritonPool, _classify
+from gateway.triton.protocol import GenerateCall, Piece, infer_request, parse_response
+from hosting.cli import prepare, server_for
+from hosting.config import HostingSettings
 from tests.published import free_port, on_free_ports
 from tests.services import silent_server
-from workers.cli import prepare, server_for
-from workers.config import WorkerSettings
 
 
 def _tensors(request: service_pb2.ModelInferRequest) -> dict[str, tuple[str, list[int], bytes]]:
@@ -133,14 +126,14 @@ async def _generate(pool: TritonPool, prompt: str) -> list[tuple[str, list[int],
 
 
 def test_kept_streams_carry_requests_and_survive_a_server_restart(
-    published: WorkerSettings,
+    published: HostingSettings,
 ) -> None:
-    settings = on_free_ports(published, triton_exit_timeout_s=2)
+    settings = on_free_ports(published, exit_timeout_s=2)
     prepare(settings)
 
     async def scenario() -> None:
         pool = TritonPool(
-            [f"127.0.0.1:{settings.triton_grpc_port}"], timeout_s=30, health_interval_s=60
+            [f"127.0.0.1:{settings.triton.grpc_port}"], timeout_s=30, health_interval_s=60
         )
         endpoint: Endpoint = pool.endpoints[0]
         try:
@@ -190,7 +183,7 @@ def test_kept_streams_carry_requests_and_survive_a_server_restart(
 
 
 def test_a_deadline_ends_the_call_at_whatever_moment_it_expires(
-    published: WorkerSettings,
+    published: HostingSettings,
 ) -> None:
     """Deadlines from half a millisecond to 40 ms land before the stream opens, while the
     request is written, between responses: every call ends (the timeout, or its answer)."""
@@ -198,7 +191,7 @@ def test_a_deadline_ends_the_call_at_whatever_moment_it_expires(
     prepare(settings)
 
     async def scenario() -> None:
-        url = f"127.0.0.1:{settings.triton_grpc_port}"
+        url = f"127.0.0.1:{settings.triton.grpc_port}"
         pool = TritonPool([url], timeout_s=60, health_interval_s=60)
         outcomes: dict[str, int] = {"timeout": 0, "answered": 0}
         try:
@@ -289,16 +282,16 @@ def test_a_pool_without_endpoints_answers_unavailable() -> None:
 
 
 def test_a_worker_back_from_a_long_restart_gets_work_within_seconds(
-    published: WorkerSettings,
+    published: HostingSettings,
 ) -> None:
     """Down for 30 s with health checks every 2 s (as the gateway runs them), gRPC's own
     reconnect back-off would have grown to about 10 s; the gateway caps it at 1 s."""
-    settings = on_free_ports(published, triton_exit_timeout_s=2)
+    settings = on_free_ports(published, exit_timeout_s=2)
     prepare(settings)
 
     async def scenario() -> tuple[float, int]:
         pool = TritonPool(
-            [f"127.0.0.1:{settings.triton_grpc_port}"], timeout_s=30, health_interval_s=60
+            [f"127.0.0.1:{settings.triton.grpc_port}"], timeout_s=30, health_interval_s=60
         )
         try:
             with server_for(settings, ["gen"]):

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from gateway.routing import Route, RouteTable, VersionInfo
+from gateway.generation.routing import Route, RouteTable, VersionInfo
+from hosting.serving_plan import versions_to_serve, versions_to_serve_all
 from registry import aliases, catalog
 from registry.db import RegistryDatabase, reading, writing
 from registry.errors import ModelNotFound
 from registry.serving import serving_state
 from tests.registry.conftest import DATASET, ReadyFactory, point
-from workers.repository import versions_to_serve, versions_to_serve_all
 
 
 def _context(length: int) -> dict[str, Any]:

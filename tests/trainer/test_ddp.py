@@ -13,7 +13,8 @@ import numpy as np
 from rich.console import Console
 
 from tests.trainer.tiny_preset import token_streams, write_preset
-from trainer.runs import Run, RunSpec, step_data
+from trainer.rundir import Run, RunSpec
+from trainer.runs import step_data
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,10 @@ import torch
 
 from tests.trainer.tiny_preset import token_streams, write_preset
 from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
+from trainer.optim import lr_at
 from trainer.presets import Preset, TrainConfig, load_preset
-from trainer.train import TrainResult, lr_at, train
+from trainer.process import TrainResult
+from trainer.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,8 @@ from typing import Any, cast
 import pytest
 
 from tests.workers.fakes import CharTokenizer, FakeDecoder, ListSink
-from workers.engine import Chunk, Engine, EngineConfig, EngineStopped, GenerationRequest, Overloaded
+from workers.engine import Engine, EngineConfig
+from workers.requests import Chunk, EngineStopped, GenerationRequest, Overloaded
 from workers.sampling import InvalidRequest, SamplingParams
 
 

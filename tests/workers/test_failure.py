@@ -15,14 +15,14 @@ import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
+from hosting.cli import server_for
+from hosting.config import HostingSettings
+from hosting.model_config import write_model_config
+from hosting.server import TritonServer
 from registry.manifest import describe_file, read_manifest, write_manifest
 from tests.published import on_free_ports
 from tests.workers.test_triton import _generate
 from workers.artifacts import resolve
-from workers.cli import server_for
-from workers.config import WorkerSettings
-from workers.repository import write_model_config
-from workers.server import TritonServer
 
 
 def _break(version_dir: Path, choice: str) -> None:
@@ -52,14 +52,16 @@ def _break(version_dir: Path, choice: str) -> None:
 
 @pytest.fixture(scope="module")
 def server(
-    published: WorkerSettings, tmp_path_factory: pytest.TempPathFactory
+    published: HostingSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
     repository = tmp_path_factory.mktemp("failing-repo")
-    settings = on_free_ports(published, model_repository=repository, triton_exit_timeout_s=2)
+    settings = on_free_ports(published, registry={"model_repository": repository}, exit_timeout_s=2)
     for version in ("1", "2"):
-        shutil.copytree(published.model_repository / "gen" / version, repository / "gen" / version)
-    _break(repository / "gen" / "2", settings.worker_artifact)
-    write_model_config(repository, "gen", [1, 2], settings)
+        shutil.copytree(
+            published.registry.model_repository / "gen" / version, repository / "gen" / version
+        )
+    _break(repository / "gen" / "2", settings.engine.artifact)
+    write_model_config(repository, "gen", [1, 2], settings.engine, settings.triton)
     with server_for(settings, ["gen"]) as running:
         yield running
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from workers.config import WorkerSettings
-from workers.repository import model_config
 from workers.runtime import plan_lanes
 
 
@@ -38,11 +36,3 @@ def test_this_machine_plans_from_the_cores_it_may_use() -> None:
     lanes, threads = plan_lanes(lanes=0, threads=0, device="cpu", max_active=1024)
     assert lanes >= 1
     assert threads >= 1 if lanes > 1 else threads == 0
-
-
-def test_the_model_configuration_carries_lanes_threads_and_senders() -> None:
-    settings = WorkerSettings(worker_lanes=3, worker_threads=2, worker_senders=4)
-    config = model_config("gen", [1], settings)
-    assert 'key: "lanes" value: { string_value: "3" }' in config
-    assert 'key: "senders" value: { string_value: "4" }' in config
-    assert 'key: "threads" value: { string_value: "2" }' in config

@@ -17,11 +17,11 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
+from hosting.cli import prepare, server_for
+from hosting.config import HostingSettings
+from hosting.model_config import write_model_config
+from hosting.server import TritonServer
 from tests.published import on_free_ports
-from workers.cli import prepare, server_for
-from workers.config import WorkerSettings
-from workers.repository import write_model_config
-from workers.server import TritonServer
 
 
 @dataclass
@@ -35,28 +35,30 @@ class Result:
 
 
 @pytest.fixture(scope="module")
-def server(published: WorkerSettings) -> Iterator[TritonServer]:
+def server(published: HostingSettings) -> Iterator[TritonServer]:
     settings = on_free_ports(
         published,
-        triton_exit_timeout_s=2,
-        worker_max_active=8,
-        worker_tokens_per_response=2,
-        worker_lanes=2,  # the batch tests below run on two lanes on any machine
+        exit_timeout_s=2,
+        # the batch tests below run on two lanes on any machine
+        engine={"max_active": 8, "tokens_per_response": 2, "lanes": 2},
     )
     models = prepare(settings)
     assert models == {"gen": [1, 2]}
     # A second copy of the model with one slot and no queue, to observe backpressure.
-    serial = settings.model_repository / "gen-serial"
+    serial = settings.registry.model_repository / "gen-serial"
     serial.mkdir(exist_ok=True)
     for version in ("1",):
         link = serial / version
         if not link.exists():
-            link.symlink_to(settings.model_repository / "gen" / version, target_is_directory=True)
+            link.symlink_to(
+                settings.registry.model_repository / "gen" / version, target_is_directory=True
+            )
     write_model_config(
-        settings.model_repository,
+        settings.registry.model_repository,
         "gen-serial",
         [1],
-        settings.model_copy(update={"worker_max_active": 1, "worker_max_queue": 0}),
+        settings.engine.model_copy(update={"max_active": 1, "max_queue": 0}),
+        settings.triton,
     )
     with server_for(settings, ["gen", "gen-serial"]) as running:
         yield running

@@ -1,0 +1,1 @@
+"""`/v1`: generate and the API-key token exchange."""

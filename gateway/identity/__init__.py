@@ -1,0 +1,1 @@
+"""Identity: access tokens (issued here or by an external provider) and API keys."""

@@ -1,0 +1,2 @@
+"""Server plumbing: the HTTP protocol, disconnects, the Redis line, background jobs and the
+pure-ASGI middleware."""

@@ -1,0 +1,1 @@
+"""Telemetry: structured logs, Prometheus metrics and OpenTelemetry traces."""

@@ -1,0 +1,1 @@
+"""The Triton client: generate requests over gRPC streams to every Triton endpoint."""

@@ -1,7 +1,7 @@
 """The floor for a Python gateway: the least one can do between HTTP and Triton.
 
-A bare ASGI app on the gateway's own server stack (uvicorn with uvloop and httptools, a JSON
-answer in one write, no access log) and the gateway's own Triton client
+A bare ASGI app on the gateway's own server stack (uvicorn with uvloop and httptools, no
+access log) and the gateway's own Triton client
 (`gateway.triton.pool.Endpoint`, kept streams): it reads the JSON body, makes the same Triton
 request the gateway makes, and answers the completion as JSON. No framework, no
 authentication, no rate limit, no metrics, no logs, no validation beyond what it needs to run.
@@ -25,7 +25,6 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from gateway.server.http1 import OneWriteHttpToolsProtocol
 from gateway.triton.pool import Endpoint
 from gateway.triton.protocol import GenerateCall, infer_request, parse_response
 
@@ -98,7 +97,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         lifespan="on",
-        http=OneWriteHttpToolsProtocol,  # the gateway's own server stack
+        http="httptools",  # the gateway's own server stack
     )
 
 

@@ -23,7 +23,6 @@ from gateway.config import GatewaySettings
 from gateway.generation.ratelimit import REVOKED_SET
 from gateway.identity.api_keys import KeyLimits, KeyNotFound, create_key, list_keys, revoke_key
 from gateway.identity.tokens import TokenService, parse_scopes
-from gateway.server.http1 import OneWriteHttpToolsProtocol
 from gateway.telemetry.logs import configure_logging
 from hosting.binary import TritonUnavailable
 from hosting.cli import prepare, server_for
@@ -94,7 +93,7 @@ def _uvicorn(settings: GatewaySettings) -> uvicorn.Server:
         port=settings.port,
         log_config=None,  # configure_logging set up JSON lines
         access_log=False,  # the gateway writes its own access lines
-        http=OneWriteHttpToolsProtocol,  # a JSON answer's head and body in one write
+        http="httptools",  # uvicorn's own protocol (docs/architecture.md, measured)
         timeout_graceful_shutdown=int(settings.triton.exit_timeout_s),
     )
     return _Server(config)

@@ -27,7 +27,6 @@ from gateway.app import create_app
 from gateway.config import GatewaySettings
 from gateway.identity.api_keys import KeyInfo, KeyLimits, create_key
 from gateway.identity.tokens import TokenService
-from gateway.server.http1 import OneWriteHttpToolsProtocol
 from hosting.cli import prepare, server_for
 from hosting.config import HostingSettings
 from registry.db import connect
@@ -96,7 +95,7 @@ def system(published: HostingSettings) -> Iterator[System]:
                 host="127.0.0.1",
                 port=settings.port,
                 log_level="warning",
-                http=OneWriteHttpToolsProtocol,  # the gateway's own server stack, as it serves
+                http="httptools",  # the gateway's own server stack, as it serves
             )
         )
         thread = threading.Thread(target=server.run, daemon=True)

@@ -9,6 +9,7 @@ gateway would spend on it) and the wall time per call. Redis shares the machine,
 within a run.
 
     python -m bench.redisline [--redis redis://127.0.0.1:6379/14] [--calls 3000] [--rounds 3]
+        [--plot PATH]   # default: <var_dir>/bench/redisline.png
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -29,6 +31,7 @@ from rich.table import Table
 
 from gateway.generation.ratelimit import _TAKE_SCRIPT
 from gateway.server.redisline import RedisLine
+from registry.config import RegistrySettings
 
 console = Console()
 CLIENTS = ("redis-py", "line+timer", "line")
@@ -115,17 +118,42 @@ def report(results: dict[tuple[str, int], list[tuple[float, float]]]) -> Table:
     return table
 
 
+def save_plot(results: dict[tuple[str, int], list[tuple[float, float]]], path: Path) -> None:
+    """CPU µs per call of each client, at 1 and 16 callers, as bars."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axis = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(CLIENTS)
+    for i, name in enumerate(CLIENTS):
+        cpu = [statistics.median(c for c, _ in results[(name, n)]) * 1e6 for n in (1, 16)]
+        axis.bar([x + i * width for x in (0, 1)], cpu, width, label=name)
+    axis.set_xticks([x + width for x in (0, 1)], ["1 caller", "16 callers"])
+    axis.set(ylabel="CPU µs per admission call", title="admission script, by client")
+    axis.grid(True, axis="y", alpha=0.3)
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.redisline")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--calls", type=int, default=3000, help="per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plot", type=Path, help="default: <var_dir>/bench/redisline.png")
     args = parser.parse_args()
     try:
         results = uvloop.run(measure(args.redis, args.calls, args.rounds))
     except (OSError, RedisError) as exc:
         raise SystemExit(f"cannot reach Redis at {args.redis}: {exc}") from None
     console.print(report(results))
+    plot = args.plot or RegistrySettings().var_dir / "bench" / "redisline.png"
+    save_plot(results, plot)
+    console.print(f"plot: {plot}")
 
 
 if __name__ == "__main__":

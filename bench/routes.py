@@ -9,6 +9,7 @@ and times each read: `RouteTable.reload` once the versions are known, and the re
 `versions_to_serve_all`. SQL statements, CPU and wall time per read.
 
     python -m bench.routes [--models 1,10,100] [--reads 20] [--postgres URL]
+        [--plot PATH]   # default: <var_dir>/bench/routes.png
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--models", default="1,10,100")
     parser.add_argument("--reads", type=int, default=20, help="timed reads per registry")
     parser.add_argument("--postgres", default=POSTGRES, help="PostgreSQL URL ('' to skip)")
+    parser.add_argument("--plot", type=Path, help="default: <var_dir>/bench/routes.png")
     args = parser.parse_args()
     stop_cleanly_on_sigterm()
     console = Console(width=150)
@@ -155,20 +157,52 @@ def main() -> None:
         "reconciler: statements", "CPU ms", "wall ms",
         title="one read of the registry, by what reads it",
     )  # fmt: skip
+    levels = [int(m) for m in args.models.split(",")]
+    cpu_ms: dict[tuple[str, str], list[float]] = {}  # (database, reader): CPU ms by level
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-routes-") as tmp:
         for backend in backends:
-            for models in (int(m) for m in args.models.split(",")):
+            for models in levels:
                 with registry(backend, args.postgres, Path(tmp), models) as db:
                     routes = RouteTable(db)
                     cells = [backend, str(models)]
-                    for read in (
-                        routes.reload,
-                        partial(versions_to_serve_all, db, grace_s=10.0, newest=False),
+                    for reader, read in (
+                        ("routing", routes.reload),
+                        (
+                            "reconciler",
+                            partial(versions_to_serve_all, db, grace_s=10.0, newest=False),
+                        ),
                     ):
                         statements, cpu, wall = measure(db, read, args.reads)
                         cells += [str(statements), f"{cpu:.2f}", f"{wall:.2f}"]
+                        cpu_ms.setdefault((backend, reader), []).append(cpu)
                 table.add_row(*cells)
     console.print(table)
+    plot = args.plot or RegistrySettings().var_dir / "bench" / "routes.png"
+    save_plot(cpu_ms, levels, plot)
+    console.print(f"plot: {plot}")
+
+
+def save_plot(cpu_ms: dict[tuple[str, str], list[float]], levels: list[int], path: Path) -> None:
+    """CPU ms per read by number of models, a line for each database and reader."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axis = plt.subplots(figsize=(7, 4))
+    for (backend, reader), values in cpu_ms.items():
+        axis.plot(levels, values, marker="o", label=f"{reader} read, {backend}")
+    axis.set(
+        xlabel="models in the registry",
+        ylabel="CPU ms per read",
+        title="a replica's periodic registry reads",
+        xscale="log",
+    )
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

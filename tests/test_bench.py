@@ -260,7 +260,8 @@ def test_the_redis_benchmark_says_when_redis_is_unreachable() -> None:
 
 
 @pytest.mark.redis
-def test_the_redis_benchmark_prints_each_client_at_1_and_16_callers() -> None:
+def test_the_redis_benchmark_prints_each_client_at_1_and_16_callers(tmp_path: Path) -> None:
+    plot = tmp_path / "redisline.png"
     done = run_module(
         "bench.redisline",
         "--redis",
@@ -269,9 +270,12 @@ def test_the_redis_benchmark_prints_each_client_at_1_and_16_callers() -> None:
         "64",
         "--rounds",
         "1",
+        "--plot",
+        str(plot),
         env=dict(os.environ),
     )
     assert done.returncode == 0, done.stderr
+    assert plot.read_bytes().startswith(b"\x89PNG")
     rows = [row.split("│")[1:3] for row in done.stdout.splitlines() if row.startswith("│")]
     assert [[cell.strip() for cell in row] for row in rows] == [
         ["1", "redis-py"],
@@ -284,12 +288,16 @@ def test_the_redis_benchmark_prints_each_client_at_1_and_16_callers() -> None:
 
 
 @pytest.mark.postgres
-def test_the_routing_benchmark_reads_each_registry_in_a_fixed_number_of_queries() -> None:
+def test_the_routing_benchmark_reads_each_registry_in_a_fixed_number_of_queries(
+    tmp_path: Path,
+) -> None:
+    plot = tmp_path / "routes.png"
     done = run_module(
         "bench.routes", "--models", "1,3", "--reads", "2", "--postgres", POSTGRES_URL,
-        env=dict(os.environ),
+        "--plot", str(plot), env=dict(os.environ),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert plot.read_bytes().startswith(b"\x89PNG")
     rows = [row.split("│") for row in done.stdout.splitlines() if row.startswith("│")]
     # Database, models, then the statements of a routing read and of the reconciler's read
     # (SQLite also counts its BEGIN).

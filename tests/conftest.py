@@ -3,7 +3,7 @@
 Tests marked `postgres` or `redis` run against the real servers named by
 `TOLLGATE_TEST_POSTGRES_URL` / `TOLLGATE_TEST_REDIS_URL`. Where a server is unreachable they
 are skipped with a clear notice, unless `TOLLGATE_TEST_REQUIRE_SERVICES=1` (set by CI), which
-turns an unreachable server into a failure.
+turns an unreachable server into a failure of each such test, at its set-up.
 """
 
 from __future__ import annotations
@@ -28,21 +28,26 @@ _missing_key = pytest.StashKey[dict[str, str]]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if REQUIRE_SERVICES:
+        return  # pytest_runtest_setup fails them instead
     missing = config.stash[_missing_key]
     for item in items:
         for name, url in missing.items():
             if name in item.keywords:
-                reason = f"{name} server at {url} is not reachable"
-                if REQUIRE_SERVICES:
-                    item.add_marker(pytest.mark.usefixtures("_require_services_failure"))
-                else:
-                    item.add_marker(pytest.mark.skip(reason=reason))
+                item.add_marker(pytest.mark.skip(reason=f"{name} server at {url} is not reachable"))
 
 
-@pytest.fixture
-def _require_services_failure(request: pytest.FixtureRequest) -> None:
-    missing = request.config.stash[_missing_key]
-    pytest.fail(f"TOLLGATE_TEST_REQUIRE_SERVICES=1 but unreachable: {missing}")
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """With TOLLGATE_TEST_REQUIRE_SERVICES=1, a test that needs an unreachable server fails
+    before it runs (a marker or fixture added at collection would be too late to count)."""
+    if not REQUIRE_SERVICES:
+        return
+    for name, url in item.config.stash[_missing_key].items():
+        if name in item.keywords:
+            pytest.fail(
+                f"TOLLGATE_TEST_REQUIRE_SERVICES=1 but the {name} server at {url} is unreachable",
+                pytrace=False,
+            )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

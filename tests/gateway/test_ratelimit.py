@@ -83,10 +83,12 @@ def test_redis_admits_exactly_the_capacity_under_concurrency() -> None:
 
         async def one() -> bool:
             try:
-                await limiter.take(bucket, limits, 5)
+                decision = await limiter.take(bucket, limits, 5)
             except RateLimitExceeded as exc:
                 refusals.append(exc.headers)
                 return False
+            # Decided by Redis, not by the in-process buckets a failing Redis falls back to.
+            assert decision.backend == "redis"
             return True
 
         try:

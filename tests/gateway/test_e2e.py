@@ -230,6 +230,40 @@ def test_bad_input_gets_a_stable_code_and_no_trace(system: System) -> None:
             assert "www-authenticate" in nobody.headers
 
 
+def test_hostile_stops_and_form_bodies_are_4xx_and_the_connection_lives_on(
+    system: System,
+) -> None:
+    """Bodies each route's own schema must refuse (they used to pass it and fail later as a
+    500, which also reset the keep-alive connection)."""
+    auth = {"Authorization": f"Bearer {system.token('e2e-hostile')}"}
+    nine = [f"s{i}" for i in range(9)]
+    cases = [
+        ("/v2/generate", {"inputs": "x", "parameters": {"stop": nine}}),
+        ("/v2/generate", {"inputs": "x", "parameters": {"stop": [""]}}),
+        ("/v2/generate", {"inputs": ["x", "y"], "parameters": {"stop": ["z" * 65]}}),
+        ("/v1/completions", {"model": "gen", "prompt": "x", "stop": nine}),
+        ("/v1/completions", {"model": "gen", "prompt": "x", "stop": ""}),
+        ("/v1/generate", {"prompt": "x", "stop": nine}),
+    ]
+    with system.client() as client:
+        for path, body in cases:
+            answer = client.post(path, json=body, headers=auth)
+            assert answer.status_code == 422, (path, body, answer.text)
+            error = answer.json() if path.startswith("/v2") else answer.json()["error"]
+            assert error["code"] == "validation_error", (path, body)
+            assert "stop sequences" in answer.text
+        token = client.post(
+            "/v1/token",
+            content=b"grant_type=client_credentials&client_secret=\xff\xfe",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert token.status_code == 400, token.text
+        assert token.json()["error"]["code"] == "invalid_request"
+        # The same keep-alive connection goes on serving.
+        ok = client.post("/v1/generate", json={"prompt": "x", "max_tokens": 2}, headers=auth)
+        assert ok.status_code == 200, ok.text
+
+
 def test_the_generation_routes_are_described_in_the_openapi_document(system: System) -> None:
     with system.client() as client:
         doc = client.get("/openapi.json").json()

@@ -3,11 +3,11 @@ their neutral values (`n=1`, no `logprobs`, no `echo`, zero penalties)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from gateway.generation.request import GenerateRequest
+from gateway.generation.request import GenerateRequest, check_stops
 
 
 class CompletionRequest(BaseModel):
@@ -18,7 +18,7 @@ class CompletionRequest(BaseModel):
     max_tokens: int = Field(default=16, ge=1, le=4096)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
+    stop: Annotated[str | list[str] | None, AfterValidator(check_stops)] = None
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None

@@ -124,7 +124,11 @@ async def token(request: Request, svc: ServicesDep) -> TokenResponse:
             "send application/x-www-form-urlencoded with grant_type=client_credentials",
             code="invalid_request",
         )
-    form = {k: v[-1] for k, v in urllib.parse.parse_qs((await request.body()).decode()).items()}
+    try:
+        raw = (await request.body()).decode()
+    except UnicodeDecodeError:
+        raise InvalidInput("the form must be UTF-8", code="invalid_request") from None
+    form = {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
     if form.get("grant_type") != "client_credentials":
         raise InvalidInput("grant_type must be client_credentials", code="unsupported_grant_type")
     secret = form.get("client_secret", "")

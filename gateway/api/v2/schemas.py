@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
 
-from gateway.generation.request import GenerateRequest
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from gateway.generation.request import GenerateRequest, check_stops
 
 
 class Parameters(BaseModel):
@@ -15,7 +17,7 @@ class Parameters(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0, le=1000)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    stop: list[str] | None = None
+    stop: Annotated[list[str] | None, AfterValidator(check_stops)] = None
     model: str | None = Field(default=None, max_length=64)
     version: int | None = Field(default=None, ge=1)
 

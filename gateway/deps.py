@@ -16,6 +16,7 @@ from gateway.errors import Unauthorized
 from gateway.generation.generations import Generations
 from gateway.generation.ratelimit import RateLimiter
 from gateway.generation.routing import RouteTable
+from gateway.identity.api_keys import active_key
 from gateway.identity.jwks import JWKSKeys
 from gateway.identity.tokens import Identity, TokenService
 from gateway.telemetry.metrics import Metrics
@@ -70,5 +71,17 @@ async def authenticate(request: Request, svc: Services) -> Identity:
         return svc.tokens.verify(token.strip())
 
 
+async def active_identity(
+    caller: Annotated[Identity, Depends(identity)], svc: Annotated[Services, Depends(services)]
+) -> Identity:
+    """The caller, whose API key (if the token names one) is still active in the registry
+    database: every replica sees a revocation at once, with or without Redis. For the routes
+    off the generation path; there the rate limiter's admission refuses revoked keys."""
+    if caller.key_id:
+        await active_key(db=svc.db, key_id=caller.key_id)
+    return caller
+
+
 ServicesDep = Annotated[Services, Depends(services)]
 IdentityDep = Annotated[Identity, Depends(identity)]
+ActiveIdentityDep = Annotated[Identity, Depends(active_identity)]

@@ -22,7 +22,7 @@ from gateway.control.alias_changes import (
     request_digest,
     state_body,
 )
-from gateway.deps import IdentityDep, Services, ServicesDep
+from gateway.deps import ActiveIdentityDep, Services, ServicesDep
 from gateway.errors import InvalidInput, NotFound, ValidationFailed
 from gateway.generation.ratelimit import REVOKED_SET
 from gateway.identity.api_keys import (
@@ -42,7 +42,7 @@ from registry.tables import VersionStatus
 T = TypeVar("T")
 
 
-async def _admin(caller: IdentityDep) -> Identity:
+async def _admin(caller: ActiveIdentityDep) -> Identity:
     caller.require("admin")
     return caller
 

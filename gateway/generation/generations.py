@@ -21,13 +21,13 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from gateway.config import GatewaySettings
-from gateway.errors import GatewayError, Unauthorized, ValidationFailed
+from gateway.errors import GatewayError, ValidationFailed
 from gateway.generation.cache import ResponseCache, cacheable
 from gateway.generation.input_filter import InputFilter
 from gateway.generation.ratelimit import Decision, Limits, RateLimiter
 from gateway.generation.request import GenerateRequest
 from gateway.generation.routing import RouteTable
-from gateway.identity.api_keys import KeyNotFound, get_key
+from gateway.identity.api_keys import active_key
 from gateway.identity.tokens import Identity
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.tracing import OffTracer, traceparent
@@ -157,18 +157,14 @@ class Generations:
 
     async def limits_for(self, identity: Identity) -> Limits:
         """The caller's bucket sizes; without Redis this also checks the key is not revoked
-        (with Redis the admission script does)."""
+        (with Redis the admission script does, and `admit` asks the database when Redis fails
+        and the in-process buckets decide)."""
         if not identity.key_id:
             return self.defaults
         cached = self._key_limits.get(identity.key_id)
         if cached is not None and self.limiter.redis is not None:
             return cached
-        try:
-            info = await asyncio.to_thread(get_key, db=self.db, key_id=identity.key_id)
-        except KeyNotFound as exc:
-            raise Unauthorized("the token names an unknown API key", code="key_unknown") from exc
-        if not info.active:
-            raise Unauthorized("this API key has been revoked", code="key_revoked")
+        info = await active_key(db=self.db, key_id=identity.key_id)
         d, lim = self.defaults, info.limits
         limits = Limits(
             lim.requests_capacity or d.requests_capacity,
@@ -204,6 +200,11 @@ class Generations:
             except GatewayError:
                 self.metrics.rate_limited.inc()
                 raise
+            if decision.backend == "local" and identity.key_id and self.limiter.redis is not None:
+                # Redis failed and the in-process buckets admitted: they know nothing of
+                # revocations, which the admission script would have checked, so ask the
+                # database (only while Redis is failing).
+                await active_key(db=self.db, key_id=identity.key_id)
         self.metrics.overhead.labels("generate").observe(time.perf_counter() - started)
         self.metrics.prompt_chars.labels(model, str(version)).observe(len(body.prompt))
         call = GenerateCall(

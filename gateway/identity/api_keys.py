@@ -7,6 +7,7 @@ password stretching needed) and only the hash is kept. A key is shown once, when
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -15,6 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from gateway.errors import Unauthorized
 from gateway.identity.tokens import parse_scopes
 from registry.db import RegistryDatabase, reading, writing
 from registry.tables import ApiKey, utcnow
@@ -112,6 +114,18 @@ def get_key(*, db: RegistryDatabase, key_id: str) -> KeyInfo:
         if row is None:
             raise KeyNotFound(f"no API key '{key_id}'")
         return _info(row)
+
+
+async def active_key(*, db: RegistryDatabase, key_id: str) -> KeyInfo:
+    """The key, read from the database (so a revocation counts at once on every replica);
+    Unauthorized (401) when it is unknown or revoked."""
+    try:
+        info = await asyncio.to_thread(get_key, db=db, key_id=key_id)
+    except KeyNotFound as exc:
+        raise Unauthorized("the token names an unknown API key", code="key_unknown") from exc
+    if not info.active:
+        raise Unauthorized("this API key has been revoked", code="key_revoked")
+    return info
 
 
 def revoke_key(*, db: RegistryDatabase, key_id: str, actor: str) -> KeyInfo:

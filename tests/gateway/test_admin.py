@@ -511,3 +511,36 @@ def test_a_restarted_worker_is_brought_back_to_the_desired_state(fleet: Fleet) -
         assert time.monotonic() < deadline, "the reconciler never loaded production again"
         time.sleep(0.5)
     assert fleet.served_by(0, "after-restart") == production
+
+
+def test_a_revoked_admin_key_loses_every_route_on_every_replica_at_once(fleet: Fleet) -> None:
+    """An admin key's token worked on the admin API until the key was revoked, and went on
+    working there after (only the generation path consulted revocation)."""
+    with fleet.admin() as ops:
+        made = ops.post("/admin/keys", json={"name": "ops-bot", "scopes": ["admin", "generate"]})
+        assert made.status_code == 201, made.text
+        key, key_id = made.json()["key"], made.json()["key_id"]
+    exchanged = httpx.post(
+        f"{fleet.bases[0]}/v1/token",
+        data={"grant_type": "client_credentials", "client_secret": key},
+        timeout=30,
+    )
+    assert exchanged.status_code == 200, exchanged.text
+    auth = {"Authorization": f"Bearer {exchanged.json()['access_token']}"}
+    routes = [
+        ("GET", "/admin/models", None),
+        ("GET", "/admin/keys", None),
+        ("POST", "/admin/keys", {"name": "minted", "scopes": ["admin"]}),
+        ("GET", "/v1/models", None),
+    ]
+    for base in fleet.bases:
+        for method, path, body in routes[:2] + routes[3:]:
+            answer = httpx.request(method, f"{base}{path}", json=body, headers=auth, timeout=30)
+            assert answer.status_code == 200, (base, path, answer.text)
+    with fleet.admin() as ops:
+        assert ops.delete(f"/admin/keys/{key_id}").status_code == 200
+    for base in fleet.bases:  # both replicas, with no wait
+        for method, path, body in routes:
+            answer = httpx.request(method, f"{base}{path}", json=body, headers=auth, timeout=30)
+            assert answer.status_code == 401, (base, path, answer.text)
+            assert answer.json()["error"]["code"] == "key_revoked", (base, path)

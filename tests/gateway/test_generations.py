@@ -1,6 +1,7 @@
-"""The one call a route makes (`Generations.answer`): the response cache on real Redis, with
-fakes for the route table and the worker. A hit answers without the worker and gives the
-reserved tokens back; a miss asks the worker and fills the cache."""
+"""The one call a route makes (`Generations.answer`), with fakes for the route table and the
+worker: the response cache on real Redis (a hit answers without the worker and gives the
+reserved tokens back; a miss asks the worker and fills the cache), and revocation while Redis
+is down, on a real registry database."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from gateway.config import GatewaySettings
+from gateway.errors import Unauthorized
 from gateway.generation.cache import ResponseCache, cache_key
-from gateway.generation.generations import Generations
+from gateway.generation.generations import Answer, Generations
 from gateway.generation.ratelimit import RateLimiter
 from gateway.generation.request import GenerateRequest
+from gateway.identity.api_keys import create_key, revoke_key
 from gateway.identity.tokens import Identity
 from gateway.telemetry.metrics import Metrics
 from gateway.triton.protocol import GenerateCall, Piece
+from registry.config import RegistrySettings
+from tests.registry.conftest import migrated
 from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.redis
@@ -120,3 +126,47 @@ def test_an_answer_is_kept_as_the_v1_body_it_was_first_given_as() -> None:
             await redis.aclose()
 
     asyncio.run(main())
+
+
+def test_while_redis_is_down_the_fallback_buckets_still_refuse_a_revoked_key(
+    tmp_path: Path,
+) -> None:
+    """Fail-open admits on in-process buckets, which know no revocations; the database does."""
+    db = next(migrated(RegistrySettings(var_dir=tmp_path, database_url="")))
+    _, kept = create_key(db=db, name="kept", scopes="generate", actor="test")
+    _, gone = create_key(db=db, name="gone", scopes="generate", actor="test")
+
+    async def main() -> tuple[Answer, str]:
+        redis = Redis.from_url("redis://127.0.0.1:9/0")  # nothing answers: Redis is down
+        limiter = RateLimiter(redis=redis, fail_open=True, timeout_s=0.5)
+        generations = Generations(
+            settings=GatewaySettings(),
+            db=db,
+            routes=_Routes(),  # type: ignore[arg-type]
+            pool=_Pool(),  # type: ignore[arg-type]
+            limiter=limiter,
+            metrics=Metrics(),
+        )
+        body = GenerateRequest(prompt="x", max_tokens=5)
+        try:
+            for key in (kept, gone):  # limits read (and cached) while both were active
+                caller = Identity(subject="k", scopes=frozenset({"generate"}), key_id=key.key_id)
+                await generations.answer(caller, body, "r0")
+            revoke_key(db=db, key_id=gone.key_id, actor="test")
+            caller = Identity(subject="k", scopes=frozenset({"generate"}), key_id=kept.key_id)
+            served = await generations.answer(caller, body, "r1")
+            assert served.headers  # decided by the in-process buckets
+            refused = Identity(subject="k", scopes=frozenset({"generate"}), key_id=gone.key_id)
+            with pytest.raises(Unauthorized) as caught:
+                await generations.answer(refused, body, "r2")
+            return served, caught.value.code
+        finally:
+            await limiter.close()
+            await redis.aclose()
+
+    try:
+        served, code = asyncio.run(main())
+    finally:
+        db.dispose()
+    assert _final(served.final) == ("def f():", "length", 4, 3)
+    assert code == "key_revoked"

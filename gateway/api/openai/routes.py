@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from gateway.api.generation_route import GenerationRoute
 from gateway.api.openai.schemas import CompletionRequest
 from gateway.api.sse import SSE_HEADERS
-from gateway.deps import IdentityDep, ServicesDep
+from gateway.deps import ActiveIdentityDep, IdentityDep, ServicesDep
 from gateway.errors import GatewayError
 from gateway.generation.generations import Stream
 from gateway.server.disconnect import unless_disconnected
@@ -30,7 +30,7 @@ _FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop
 
 
 @router.get("/models")
-async def models(caller: IdentityDep, svc: ServicesDep) -> dict[str, Any]:
+async def models(caller: ActiveIdentityDep, svc: ServicesDep) -> dict[str, Any]:
     """The models that have a production version, in the OpenAI list format."""
     caller.require("generate")
     data = [

@@ -58,7 +58,10 @@ class GatewaySettings(BaseSettings):
     jwks_url: str = Field(
         default="", description="JWKS URL of an external identity provider; empty: none."
     )
-    jwks_issuer: str = Field(default="", description="`iss` of the external provider's tokens.")
+    jwks_issuer: str = Field(
+        default="",
+        description="`iss` every external provider's token must carry; required with jwks_url.",
+    )
     jwks_algorithms: list[str] = Field(
         default=["RS256", "ES256"], description="Algorithms accepted from the external provider."
     )
@@ -180,6 +183,14 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _pin_the_identity_provider(self) -> GatewaySettings:
+        # A provider's signing keys may sign tokens for others too (a shared or multi-tenant
+        # provider); only its issuer, with our audience, says a token was meant for us.
+        if self.jwks_url and not self.jwks_issuer:
+            raise ValueError("TOLLGATE_JWKS_ISSUER must be set when TOLLGATE_JWKS_URL is")
+        return self
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> GatewaySettings:

@@ -117,10 +117,10 @@ class TokenService:
             if found is None:
                 raise Unauthorized(f"no key '{kid}' at the identity provider")
             key, algorithms = found
-            issuer = self.settings.jwks_issuer or None
+            issuer, local = self.settings.jwks_issuer, False
         else:
             key, algorithms = self.settings.jwt_secret, [LOCAL_ALGORITHM]
-            issuer = self.settings.jwt_issuer
+            issuer, local = self.settings.jwt_issuer, True
         if header.get("alg") not in algorithms:
             raise Unauthorized(f"tokens signed with {header.get('alg')!r} are not accepted")
         leeway = self.settings.jwt_leeway_s
@@ -137,17 +137,19 @@ class TokenService:
                     "require_iat": True,
                     "require_sub": True,
                     "require_aud": True,
-                    "require_iss": issuer is not None,
+                    "require_iss": True,
                 },
             )
         except JWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
         self._check_lifetime(claims, leeway)
         scopes = frozenset(str(claims.get("scope", "")).split()) & SCOPES
+        # Only tokens this gateway issued name an API key (and so its bucket and revocation);
+        # a `key` claim in a provider's token is not ours to trust.
         return Identity(
             subject=str(claims["sub"]),
             scopes=scopes,
-            key_id=str(claims.get("key", "")),
+            key_id=str(claims.get("key", "")) if local else "",
             claims=claims,
         )
 

@@ -130,3 +130,44 @@ def test_provider_tokens_verify_and_a_rotated_key_is_fetched(
                 service.verify(forged)
 
     asyncio.run(scenario())
+
+
+def test_a_provider_url_without_its_issuer_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="TOLLGATE_JWKS_ISSUER must be set"):
+        GatewaySettings(jwks_url="https://idp.example/jwks.json")
+
+
+def test_a_provider_token_is_ours_only_with_its_issuer_and_never_names_an_api_key(
+    provider: tuple[Provider, str],
+) -> None:
+    """A token signed by the provider's key for another issuer was accepted as admin, and its
+    `key` claim charged it to (and hid it behind) another caller's API key."""
+    idp, url = provider
+    idp.rotate("k1")
+    settings = GatewaySettings(jwks_url=url, jwks_issuer="https://idp.example")
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as client:
+            keys = JWKSKeys(url, algorithms=settings.jwks_algorithms, cache_s=300, client=client)
+            service = TokenService(settings, jwks=keys.lookup)
+            await keys.prepare("k1")
+            for iss in ("evil", None):
+                claims: dict[str, Any] = {"scope": "admin generate", "key": "victim"}
+                token = idp.token("k1", **claims, iss=iss)
+                if iss is None:
+                    token = jwt.encode(
+                        {k: v for k, v in jwt.get_unverified_claims(token).items() if k != "iss"},
+                        idp.keys["k1"].decode(),
+                        algorithm="RS256",
+                        headers={"kid": "k1"},
+                    )
+                with pytest.raises(Unauthorized):
+                    service.verify(token)
+            ours = service.verify(idp.token("k1", scope="admin generate", key="victim"))
+            assert ours.scopes == {"admin", "generate"}
+            assert ours.key_id == ""
+            assert ours.bucket == "sub:bob"
+            local, _ = service.issue(subject="svc", scopes=frozenset({"generate"}), key_id="k9")
+            assert service.verify(local).key_id == "k9"  # the gateway's own tokens still do
+
+    asyncio.run(scenario())

@@ -2,7 +2,8 @@
 
 A request is deterministic when it is greedy (temperature 0) or names a seed: the same model
 version and parameters give the same text. The key covers the model version and every
-parameter, so a new production version never serves an old answer. Cache failures are
+parameter, so a new production version never serves an old answer, and the caller (its API
+key, else its subject), so a hit never tells one tenant what another asked. Cache failures are
 counted and logged, and never fail the request. An answer is kept as the `/v1/generate` body
 it was first given as (`id`, `model`, `version`, `completion`, `finish_reason`, `usage`).
 """
@@ -27,8 +28,9 @@ def cacheable(call: GenerateCall) -> bool:
     return not call.stream and (call.temperature == 0 or call.seed is not None)
 
 
-def cache_key(call: GenerateCall) -> str:
+def cache_key(call: GenerateCall, tenant: str) -> str:
     fields = {
+        "tenant": tenant,
         "model": call.model,
         "version": call.version,
         "prompt": call.prompt,
@@ -60,13 +62,13 @@ class ResponseCache:
     def enabled(self) -> bool:
         return self.redis is not None
 
-    async def get(self, call: GenerateCall) -> Piece | None:
+    async def get(self, call: GenerateCall, tenant: str) -> Piece | None:
         """The kept answer as a final piece (text and counts, no token ids), if there is one."""
         if self.redis is None or not cacheable(call):
             return None
         try:
             async with asyncio.timeout(self.timeout_s):
-                raw = await self.redis.get(cache_key(call))
+                raw = await self.redis.get(cache_key(call, tenant))
         except (RedisError, OSError, TimeoutError) as exc:
             self._on_error()
             log.warning("response cache read failed: %s", exc)
@@ -84,7 +86,7 @@ class ResponseCache:
             completion_tokens=usage["completion_tokens"],
         )
 
-    async def put(self, call: GenerateCall, final: Piece) -> None:
+    async def put(self, call: GenerateCall, tenant: str, final: Piece) -> None:
         if self.redis is None or not cacheable(call):
             return
         body = {
@@ -100,7 +102,7 @@ class ResponseCache:
         }
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self.redis.set(cache_key(call), json.dumps(body), ex=self.ttl_s)
+                await self.redis.set(cache_key(call, tenant), json.dumps(body), ex=self.ttl_s)
         except (RedisError, OSError, TimeoutError) as exc:
             self._on_error()
             log.warning("response cache write failed: %s", exc)

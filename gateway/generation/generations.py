@@ -131,14 +131,15 @@ class Generations:
         headers = admitted.decision.headers()
         if not (cached and self.cache.enabled and cacheable(admitted.call)):
             return Answer(admitted.call, await self.complete(admitted), headers)
-        hit = await self.cache.get(admitted.call)
+        tenant = admitted.identity.bucket
+        hit = await self.cache.get(admitted.call, tenant)
         if hit is not None:
             self.metrics.cache.labels("hit").inc()
             await self.release(admitted)
             return Answer(admitted.call, hit, headers, "hit")
         self.metrics.cache.labels("miss").inc()
         final = await self.complete(admitted)
-        await self.cache.put(admitted.call, final)
+        await self.cache.put(admitted.call, tenant, final)
         return Answer(admitted.call, final, headers, "miss")
 
     async def answer_all(

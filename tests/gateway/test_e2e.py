@@ -427,7 +427,13 @@ def test_deterministic_answers_come_from_the_cache_the_second_time(system: Syste
         second = client.post("/v1/generate", json=body, headers=auth)
         sampled = client.post("/v1/generate", json={**body, "temperature": 0.8}, headers=auth)
         streamed = client.post("/v1/generate", json={**body, "stream": True}, headers=auth)
+        # Another tenant asking the same is answered afresh: a hit would tell it what the
+        # first one asked.
+        other = {"Authorization": f"Bearer {system.token('e2e-cache-other')}"}
+        elsewhere = client.post("/v1/generate", json=body, headers=other)
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
+    assert elsewhere.headers["x-cache"] == "miss"
+    assert elsewhere.json()["completion"] == first.json()["completion"]
     assert second.json()["completion"] == first.json()["completion"]
     assert second.json()["id"] != first.json()["id"]
     assert "x-cache" not in sampled.headers

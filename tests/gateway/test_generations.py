@@ -83,13 +83,17 @@ def test_a_hit_skips_the_worker_and_gives_the_reserved_tokens_back() -> None:
             hit = await generations.answer(caller, greedy, "r2", cached=True)
             assert (hit.cache, _final(hit.final)) == ("hit", ("def f():", "length", 4, 3))
             assert len(pool.calls) == 1, "a hit does not reach the worker"
+            # Another caller asking the same is not told what this one asked.
+            other = Identity(subject=f"cache-{uuid.uuid4()}", scopes=frozenset({"generate"}))
+            assert (await generations.answer(other, greedy, "r5", cached=True)).cache == "miss"
+            assert len(pool.calls) == 2
             after = limiter.local.take(caller.bucket, generations.defaults, 0).tokens_left
             assert after == pytest.approx(before, abs=1.0), "the hit's 10 tokens came back"
             # Sampled without a seed: never from the cache; a route that does not ask: neither.
             sampled = GenerateRequest(prompt=greedy.prompt, max_tokens=10, temperature=0.7)
             assert (await generations.answer(caller, sampled, "r3", cached=True)).cache is None
             assert (await generations.answer(caller, greedy, "r4")).cache is None
-            assert len(pool.calls) == 3
+            assert len(pool.calls) == 4
         finally:
             await redis.aclose()
 
@@ -108,8 +112,8 @@ def test_an_answer_is_kept_as_the_v1_body_it_was_first_given_as() -> None:
         )  # fmt: skip
         final = Piece("abc", [1], True, "eos", prompt_tokens=2, completion_tokens=1)
         try:
-            await cache.put(call, final)
-            kept = await redis.get(cache_key(call))
+            await cache.put(call, "key:k1", final)
+            kept = await redis.get(cache_key(call, "key:k1"))
             assert kept is not None
             assert json.loads(kept) == {
                 "id": "first",
@@ -119,9 +123,10 @@ def test_an_answer_is_kept_as_the_v1_body_it_was_first_given_as() -> None:
                 "finish_reason": "eos",
                 "usage": {"prompt_tokens": 2, "completion_tokens": 1},
             }
-            got = await cache.get(call)
+            got = await cache.get(call, "key:k1")
             assert got is not None
             assert _final(got) == ("abc", "eos", 2, 1)
+            assert await cache.get(call, "key:k2") is None
         finally:
             await redis.aclose()
 

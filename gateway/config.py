@@ -8,6 +8,7 @@ local mode the gateway refuses to start with the built-in development secret or 
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -203,6 +204,13 @@ class GatewaySettings(BaseSettings):
                 "TOLLGATE_JWT_SECRET must be set to a random string of at least "
                 f"{MIN_SECRET_LENGTH} characters outside local mode"
             )
+        if self.jwt_secret == DEVELOPMENT_SECRET and not _loopback(self.host):
+            # The development secret is public: anyone who can reach the port could sign
+            # admin tokens. Local mode with it is for this machine only.
+            raise ValueError(
+                f"TOLLGATE_HOST={self.host} reaches beyond this machine, and the JWT secret is "
+                "the public development one: set TOLLGATE_JWT_SECRET, or bind 127.0.0.1"
+            )
         return self
 
     @property
@@ -218,3 +226,13 @@ class GatewaySettings(BaseSettings):
     def hosting(self) -> HostingSettings:
         """The parts a local Triton is started and configured with (`python -m gateway run`)."""
         return HostingSettings(registry=self.registry, triton=self.triton, engine=self.engine)
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` (an address or name the gateway binds) stays on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere

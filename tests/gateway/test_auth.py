@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from gateway.api.v1.routes import retirement_headers
 from gateway.config import DEVELOPMENT_SECRET, GatewaySettings
 from gateway.errors import Forbidden, Unauthorized
 from gateway.identity.tokens import TokenService, parse_scopes
+from tests.cli import run_module
 
 SECRET = "s" * 40
 
@@ -115,6 +117,20 @@ def test_outside_local_mode_the_default_or_a_short_secret_is_refused() -> None:
         GatewaySettings(mode="production", jwt_secret="short")
     assert GatewaySettings(mode="production", jwt_secret=SECRET).jwt_secret == SECRET
     assert GatewaySettings().jwt_secret == DEVELOPMENT_SECRET
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "gateway.internal"])  # noqa: S104
+def test_the_development_secret_never_serves_beyond_this_machine(host: str) -> None:
+    """Anyone who can reach the port could sign admin tokens with the public secret."""
+    done = run_module(
+        "gateway", "serve", env={**os.environ, "TOLLGATE_HOST": host, "TOLLGATE_JWT_SECRET": ""}
+    )
+    assert done.returncode != 0
+    assert f"TOLLGATE_HOST={host} reaches beyond this machine" in done.stderr
+    assert "Traceback" not in done.stderr
+    for loopback in ("127.0.0.1", "::1", "localhost"):
+        assert GatewaySettings(host=loopback).jwt_secret == DEVELOPMENT_SECRET
+    assert GatewaySettings(host=host, jwt_secret=SECRET).host == host
 
 
 def test_v1_retirement_headers_appear_once_dates_are_set() -> None:

@@ -1,7 +1,8 @@
 """Tools the tests run from Debian's packages (promtool, nginx), fetched without installing.
 
 `apt-get download` fetches the package into `var/tools/`, and `dpkg-deb -x` unpacks it there;
-nothing is installed system-wide and no root is needed beyond what `apt-get download` reads.
+nothing is installed system-wide. A fresh machine may have no package lists yet: when the
+download cannot find the package, `apt-get update` runs once and the download is tried again.
 On a machine where that fails, the tests that need the tool fail in CI
 (`TOLLGATE_TEST_REQUIRE_SERVICES=1`) and are skipped elsewhere, saying why.
 """
@@ -20,8 +21,9 @@ from tests.services import REQUIRE_SERVICES
 TOOLS = Path(__file__).resolve().parents[1] / "var" / "tools"
 
 
-def debian_tool(package: str, binary: str) -> Path:
-    """The path of `binary` (e.g. usr/bin/promtool) from Debian's `package`, fetched once."""
+def debian_tool(package: str, binary: str, apt_options: tuple[str, ...] = ()) -> Path:
+    """The path of `binary` (e.g. usr/bin/promtool) from Debian's `package`, fetched once.
+    `apt_options` are passed to apt-get (`-o Name=value`), e.g. to use other package lists."""
     target = TOOLS / package
     path = target / binary
     if path.is_file():
@@ -31,17 +33,15 @@ def debian_tool(package: str, binary: str) -> Path:
         problem = "apt-get and dpkg-deb are needed to fetch it"
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            fetched = subprocess.run(
-                ["apt-get", "download", package],
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=300,
-            )
+            fetched = _download(package, Path(tmp), apt_options)
+            if fetched is not None and not list(Path(tmp).glob("*.deb")):
+                updated = _apt(["update", "-q"], Path(tmp), apt_options, timeout=600)
+                fetched = _download(package, Path(tmp), apt_options)
+                if updated.returncode != 0 and fetched is not None:
+                    fetched += f"; apt-get update failed: {updated.stderr.strip()[-200:]}"
             debs = list(Path(tmp).glob("*.deb"))
-            if fetched.returncode != 0 or not debs:
-                problem = f"apt-get download {package} failed: {fetched.stderr.strip()[-300:]}"
+            if not debs:
+                problem = f"apt-get download {package} failed: {fetched}"
             else:
                 unpacking = target.with_name(f".{package}.partial")
                 shutil.rmtree(unpacking, ignore_errors=True)
@@ -55,3 +55,24 @@ def debian_tool(package: str, binary: str) -> Path:
     if REQUIRE_SERVICES:
         pytest.fail(message)
     pytest.skip(message)
+
+
+def _apt(
+    args: list[str], cwd: Path, options: tuple[str, ...], timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["apt-get", *(f"-o{o}" for o in options), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def _download(package: str, into: Path, options: tuple[str, ...]) -> str | None:
+    """None when the package was downloaded into `into`, else what apt-get said."""
+    done = _apt(["download", package], into, options)
+    if done.returncode == 0 and list(into.glob("*.deb")):
+        return None
+    return done.stderr.strip()[-300:] or f"exit status {done.returncode}"

@@ -55,7 +55,9 @@ def _classify(message: str, status: str = "") -> GatewayError:
         return Unavailable(f"the model is {message}", retry_after_s=1.0, code="overloaded")
     if message.startswith("invalid request: ") or "INVALID_ARG" in status:
         return InvalidInput(message.removeprefix("invalid request: "), code="invalid_request")
-    return Unavailable(f"the model worker failed: {message}", retry_after_s=1.0)
+    # What the worker or Triton said stays in the gateway's log: it may name internals.
+    log.warning("the model worker failed: %s", message)
+    return Unavailable("the model worker failed", retry_after_s=1.0)
 
 
 class Endpoint:
@@ -350,12 +352,14 @@ class TritonPool:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
                 endpoint.healthy = False
                 endpoint.forget_streams()
-                raise _Retryable(Unavailable(f"Triton at {endpoint.url} is unreachable")) from exc
+                log.warning("Triton at %s is unreachable: %s", endpoint.url, exc.details())
+                raise _Retryable(Unavailable("a model worker is unreachable")) from exc
             error = _classify(exc.details() or str(exc), exc.code().name)
             if isinstance(error, Unavailable):
                 raise _Retryable(error) from exc
             raise error from exc
         except _Stale as exc:
-            raise _Retryable(Unavailable(f"Triton at {endpoint.url} closed the stream")) from exc
+            log.warning("Triton at %s closed the stream", endpoint.url)
+            raise _Retryable(Unavailable("a model worker closed the stream")) from exc
         if not final:
             raise Unavailable("the worker's stream ended without a final response")

@@ -117,7 +117,9 @@ def test_worker_errors_map_to_gateway_errors() -> None:
     invalid = _classify("invalid request: the prompt has 900 tokens and the model's context is 256")
     assert isinstance(invalid, InvalidInput)
     assert invalid.message.startswith("the prompt has 900 tokens")
-    assert isinstance(_classify("the engine stopped"), Unavailable)
+    failed = _classify("Triton at 10.0.0.7:8001: failed to stat file /models/gen/3/model.py")
+    assert isinstance(failed, Unavailable)
+    assert failed.message == "the model worker failed", "what the worker said stays in the log"
 
 
 async def _generate(pool: TritonPool, prompt: str) -> list[tuple[str, list[int], str]]:
@@ -279,6 +281,29 @@ def test_a_pool_without_endpoints_answers_unavailable() -> None:
             [p async for p in pool.generate(call)]
 
     asyncio.run(scenario())
+
+
+def test_an_unreachable_worker_is_named_in_the_log_not_to_the_caller(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through a real gRPC channel to a port nothing listens on."""
+    url = f"127.0.0.1:{free_port()}"
+
+    async def scenario() -> Unavailable:
+        pool = TritonPool([url], timeout_s=5, health_interval_s=60)
+        call = GenerateCall(model="gen", version=1, prompt="x", max_tokens=4)
+        try:
+            with pytest.raises(Unavailable) as caught:
+                [p async for p in pool.generate(call)]
+            return caught.value
+        finally:
+            await pool.stop()
+
+    with caplog.at_level("WARNING", logger="tollgate.gateway.upstream"):
+        error = asyncio.run(scenario())
+    assert error.message == "a model worker is unreachable"
+    assert url not in error.message
+    assert url in caplog.text, "the operator still learns which worker it was"
 
 
 def test_a_worker_back_from_a_long_restart_gets_work_within_seconds(

@@ -1,9 +1,12 @@
 """Keys of an external identity provider, fetched from its JWKS URL and cached.
 
 Keys are trusted for `jwks_cache_s`; a token naming an unknown `kid` triggers one refetch
-(the provider may have rotated keys), but at most every `min_refresh_s`, so random key ids
-cannot make the gateway hammer the provider. Each key's algorithms come from our allow-list,
-narrowed by the key's type and its own `alg` when it declares one.
+(the provider may have rotated keys). Fetches are tried at most every `min_refresh_s`, whether
+the last one worked or failed, so neither random key ids nor a provider that is down make the
+gateway fetch on every request. When refreshing fails, the keys last fetched stay trusted for
+one more `jwks_cache_s` (a short outage of the provider locks nobody out), and not after: a
+key the provider has withdrawn is not trusted forever. Each key's algorithms come from our
+allow-list, narrowed by the key's type and its own `alg` when it declares one.
 """
 
 from __future__ import annotations
@@ -35,15 +38,17 @@ class JWKSKeys:
         self.min_refresh_s = min_refresh_s
         self._client, self._clock = client, clock
         self._keys: dict[str, dict[str, Any]] = {}
-        self._fetched = -float("inf")
+        self._fetched = -float("inf")  # when the keys were last fetched
+        self._tried = -float("inf")  # when a fetch was last attempted, whatever came of it
 
     async def prepare(self, kid: str) -> None:
         """Make sure `kid` is known if the provider has it (fetching when stale or unknown)."""
-        age = self._clock() - self._fetched
-        if kid in self._keys and age < self.cache_s:
+        now = self._clock()
+        if kid in self._keys and now - self._fetched < self.cache_s:
             return
-        if kid not in self._keys and age < self.min_refresh_s:
+        if now - self._tried < self.min_refresh_s:
             return
+        self._tried = now
         try:
             response = await self._client.get(self.url, timeout=5.0)
             response.raise_for_status()
@@ -55,9 +60,10 @@ class JWKSKeys:
         self._fetched = self._clock()
 
     def lookup(self, kid: str) -> tuple[dict[str, Any], list[str]] | None:
-        """The key and the algorithms accepted for it, or None if unknown or unusable."""
+        """The key and the algorithms accepted for it, or None if unknown, unusable, or last
+        fetched more than two cache periods ago (refreshing has failed since)."""
         key = self._keys.get(kid)
-        if key is None:
+        if key is None or self._clock() - self._fetched > 2 * self.cache_s:
             return None
         prefixes = _FAMILY.get(str(key.get("kty")), ())
         allowed = [a for a in self.algorithms if a.startswith(prefixes)] if prefixes else []

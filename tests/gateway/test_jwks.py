@@ -29,6 +29,7 @@ class Provider:
         self.keys: dict[str, bytes] = {}
         self.published: list[dict[str, Any]] = []
         self.fetches = 0
+        self.down = False  # answers 503 to every fetch
 
     def rotate(self, kid: str) -> None:
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -64,6 +65,9 @@ def provider() -> Iterator[tuple[Provider, str]]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             idp.fetches += 1
+            if idp.down:
+                self.send_error(503)
+                return
             body = json.dumps({"keys": idp.published}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -169,5 +173,52 @@ def test_a_provider_token_is_ours_only_with_its_issuer_and_never_names_an_api_ke
             assert ours.bucket == "sub:bob"
             local, _ = service.issue(subject="svc", scopes=frozenset({"generate"}), key_id="k9")
             assert service.verify(local).key_id == "k9"  # the gateway's own tokens still do
+
+    asyncio.run(scenario())
+
+
+def test_a_provider_that_is_down_is_not_asked_on_every_request_and_old_keys_expire(
+    provider: tuple[Provider, str],
+) -> None:
+    """Refresh failures used to leave the keys trusted forever and fetched on every request."""
+    idp, url = provider
+    idp.rotate("k1")
+    settings = GatewaySettings(jwks_url=url, jwks_issuer="https://idp.example")
+    now = [1000.0]
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as client:
+            keys = JWKSKeys(
+                url,
+                algorithms=settings.jwks_algorithms,
+                cache_s=300,
+                client=client,
+                min_refresh_s=10,
+                clock=lambda: now[0],
+            )
+            service = TokenService(settings, jwks=keys.lookup)
+            token = idp.token("k1")
+
+            async def verify() -> str:
+                await keys.prepare("k1")
+                service._verified.clear()  # judge the key each time, not a cached verdict
+                return service.verify(token).subject
+
+            assert await verify() == "bob"
+            idp.down = True
+            now[0] += 301  # stale: a refresh is due, and fails
+            assert await verify() == "bob", "within one more cache period, old keys still do"
+            for _ in range(50):
+                now[0] += 0.1
+                await verify()
+            assert idp.fetches == 2, "one attempt per min_refresh_s, not one per request"
+            now[0] += 300  # two cache periods without a good fetch
+            with pytest.raises(Unauthorized, match="no key 'k1'"):
+                await verify()
+            assert idp.fetches == 3
+            idp.down = False
+            now[0] += 10
+            assert await verify() == "bob", "trusted again once the provider answers"
+            assert idp.fetches == 4
 
     asyncio.run(scenario())

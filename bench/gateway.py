@@ -51,6 +51,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import stop_cleanly_on_sigterm
+from bench.plot import figure
 from bench.registry import newest_ready
 from gateway.config import GatewaySettings
 from gateway.identity.tokens import TokenService
@@ -554,34 +555,30 @@ def cpu_report(results: list[Round], levels: list[int], targets: list[tuple[str,
 
 
 def save_plot(results: list[Round], levels: list[int], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     targets = list(dict.fromkeys(r.target for r in results))
-    fig, axes = plt.subplots(1, len(targets), figsize=(5.5 * len(targets), 4), squeeze=False)
-    for axis, model in zip(axes[0], targets, strict=True):
-        for system in SYSTEMS:
-            p50 = [
-                statistics.median(
-                    x
-                    for r in results
-                    if (r.target, r.system, r.concurrency) == (model, system, level)
-                    for x in r.latencies
-                )
-                * 1000
-                for level in levels
-            ]
-            axis.plot(levels, p50, marker="o", label=f"{system} p50")
-        axis.set(
-            title=model, xlabel="concurrency", ylabel="latency p50 (ms)", xscale="log", yscale="log"
-        )
-        axis.grid(True, alpha=0.3)
-        axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with figure(path, len(targets), size=(5.5 * len(targets), 4)) as axes:
+        for axis, model in zip(axes, targets, strict=True):
+            for system in SYSTEMS:
+                p50 = [
+                    statistics.median(
+                        x
+                        for r in results
+                        if (r.target, r.system, r.concurrency) == (model, system, level)
+                        for x in r.latencies
+                    )
+                    * 1000
+                    for level in levels
+                ]
+                axis.plot(levels, p50, marker="o", label=f"{system} p50")
+            axis.set(
+                title=model,
+                xlabel="concurrency",
+                ylabel="latency p50 (ms)",
+                xscale="log",
+                yscale="log",
+            )
+            axis.grid(True, alpha=0.3)
+            axis.legend()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from rich.table import Table
 from tokenizers import Tokenizer
 
 from bench import stop_cleanly_on_sigterm
+from bench.plot import figure
 from bench.registry import newest_ready
 from gateway.triton.pool import Endpoint
 from gateway.triton.protocol import GenerateCall, infer_request, parse_response
@@ -362,34 +363,30 @@ def main() -> None:
 
 
 def save_plot(results: list[Measurement], levels: list[int], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for system in dict.fromkeys(m.system for m in results):
-        rows = [
-            next(m for m in results if m.system == system and m.concurrency == c) for c in levels
-        ]
-        left.plot(levels, [m.tokens_per_s for m in rows], marker="o", label=system)
-        right.plot(levels, [m.pct(m.ttft_s, 50) for m in rows], marker="o", label=system)
-    left.set(
-        xlabel="concurrent streams", ylabel="aggregate tokens/s", xscale="log", title="throughput"
-    )
-    right.set(
-        xlabel="concurrent streams",
-        ylabel="TTFT p50 (ms)",
-        xscale="log",
-        yscale="log",
-        title="time to first token",
-    )
-    for axis in (left, right):
-        axis.grid(True, alpha=0.3)
-        axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with figure(path, 2, size=(11, 4)) as (left, right):
+        for system in dict.fromkeys(m.system for m in results):
+            rows = [
+                next(m for m in results if m.system == system and m.concurrency == c)
+                for c in levels
+            ]
+            left.plot(levels, [m.tokens_per_s for m in rows], marker="o", label=system)
+            right.plot(levels, [m.pct(m.ttft_s, 50) for m in rows], marker="o", label=system)
+        left.set(
+            xlabel="concurrent streams",
+            ylabel="aggregate tokens/s",
+            xscale="log",
+            title="throughput",
+        )
+        right.set(
+            xlabel="concurrent streams",
+            ylabel="TTFT p50 (ms)",
+            xscale="log",
+            yscale="log",
+            title="time to first token",
+        )
+        for axis in (left, right):
+            axis.grid(True, alpha=0.3)
+            axis.legend()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from bench.plot import figure
 from gateway.generation.ratelimit import _TAKE_SCRIPT
 from gateway.server.redisline import RedisLine
 from registry.config import RegistrySettings
@@ -120,23 +121,15 @@ def report(results: dict[tuple[str, int], list[tuple[float, float]]]) -> Table:
 
 def save_plot(results: dict[tuple[str, int], list[tuple[float, float]]], path: Path) -> None:
     """CPU µs per call of each client, at 1 and 16 callers, as bars."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axis = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(CLIENTS)
-    for i, name in enumerate(CLIENTS):
-        cpu = [statistics.median(c for c, _ in results[(name, n)]) * 1e6 for n in (1, 16)]
-        axis.bar([x + i * width for x in (0, 1)], cpu, width, label=name)
-    axis.set_xticks([x + width for x in (0, 1)], ["1 caller", "16 callers"])
-    axis.set(ylabel="CPU µs per admission call", title="admission script, by client")
-    axis.grid(True, axis="y", alpha=0.3)
-    axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with figure(path, 1, size=(7, 4)) as (axis,):
+        width = 0.8 / len(CLIENTS)
+        for i, name in enumerate(CLIENTS):
+            cpu = [statistics.median(c for c, _ in results[(name, n)]) * 1e6 for n in (1, 16)]
+            axis.bar([x + i * width for x in (0, 1)], cpu, width, label=name)
+        axis.set_xticks([x + width for x in (0, 1)], ["1 caller", "16 callers"])
+        axis.set(ylabel="CPU µs per admission call", title="admission script, by client")
+        axis.grid(True, axis="y", alpha=0.3)
+        axis.legend()
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from bench import stop_cleanly_on_sigterm
+from bench.plot import figure
 from gateway.generation.routing import RouteTable
 from hosting.serving_plan import versions_to_serve_all
 from registry import aliases, catalog, migrate
@@ -184,25 +185,17 @@ def main() -> None:
 
 def save_plot(cpu_ms: dict[tuple[str, str], list[float]], levels: list[int], path: Path) -> None:
     """CPU ms per read by number of models, a line for each database and reader."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axis = plt.subplots(figsize=(7, 4))
-    for (backend, reader), values in cpu_ms.items():
-        axis.plot(levels, values, marker="o", label=f"{reader} read, {backend}")
-    axis.set(
-        xlabel="models in the registry",
-        ylabel="CPU ms per read",
-        title="a replica's periodic registry reads",
-        xscale="log",
-    )
-    axis.grid(True, alpha=0.3)
-    axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with figure(path, 1, size=(7, 4)) as (axis,):
+        for (backend, reader), values in cpu_ms.items():
+            axis.plot(levels, values, marker="o", label=f"{reader} read, {backend}")
+        axis.set(
+            xlabel="models in the registry",
+            ylabel="CPU ms per read",
+            title="a replica's periodic registry reads",
+            xscale="log",
+        )
+        axis.grid(True, alpha=0.3)
+        axis.legend()
 
 
 if __name__ == "__main__":

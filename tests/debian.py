@@ -33,20 +33,19 @@ def debian_tool(package: str, binary: str, apt_options: tuple[str, ...] = ()) ->
         problem = "apt-get and dpkg-deb are needed to fetch it"
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            fetched = _download(package, Path(tmp), apt_options)
-            if fetched is not None and not list(Path(tmp).glob("*.deb")):
+            deb, said = _download(package, Path(tmp), apt_options)
+            if deb is None:
                 updated = _apt(["update", "-q"], Path(tmp), apt_options, timeout=600)
-                fetched = _download(package, Path(tmp), apt_options)
-                if updated.returncode != 0 and fetched is not None:
-                    fetched += f"; apt-get update failed: {updated.stderr.strip()[-200:]}"
-            debs = list(Path(tmp).glob("*.deb"))
-            if not debs:
-                problem = f"apt-get download {package} failed: {fetched}"
+                deb, said = _download(package, Path(tmp), apt_options)
+                if updated.returncode != 0:
+                    said += f"; apt-get update failed: {updated.stderr.strip()[-200:]}"
+            if deb is None:
+                problem = f"apt-get download {package} failed: {said}"
             else:
                 unpacking = target.with_name(f".{package}.partial")
                 shutil.rmtree(unpacking, ignore_errors=True)
                 unpacking.mkdir(parents=True)
-                subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacking)], check=True)
+                subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacking)], check=True)
                 shutil.rmtree(target, ignore_errors=True)
                 unpacking.rename(target)
     if path.is_file():
@@ -70,9 +69,9 @@ def _apt(
     )
 
 
-def _download(package: str, into: Path, options: tuple[str, ...]) -> str | None:
-    """None when the package was downloaded into `into`, else what apt-get said."""
+def _download(package: str, into: Path, options: tuple[str, ...]) -> tuple[Path | None, str]:
+    """The package's .deb downloaded into `into` (None if it was not), and what apt-get said."""
     done = _apt(["download", package], into, options)
-    if done.returncode == 0 and list(into.glob("*.deb")):
-        return None
-    return done.stderr.strip()[-300:] or f"exit status {done.returncode}"
+    debs = sorted(into.glob("*.deb"))
+    said = done.stderr.strip()[-300:] or f"exit status {done.returncode}"
+    return (debs[0] if done.returncode == 0 and debs else None), said

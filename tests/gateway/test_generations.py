@@ -24,8 +24,9 @@ from gateway.identity.api_keys import create_key, revoke_key
 from gateway.identity.tokens import Identity
 from gateway.telemetry.metrics import Metrics
 from gateway.triton.protocol import GenerateCall, Piece
+from registry import migrate
 from registry.config import RegistrySettings
-from tests.registry.conftest import migrated
+from registry.db import connect
 from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.redis
@@ -137,7 +138,8 @@ def test_while_redis_is_down_the_fallback_buckets_still_refuse_a_revoked_key(
     tmp_path: Path,
 ) -> None:
     """Fail-open admits on in-process buckets, which know no revocations; the database does."""
-    db = next(migrated(RegistrySettings(var_dir=tmp_path, database_url="")))
+    db = connect(RegistrySettings(var_dir=tmp_path, database_url=""))
+    migrate.upgrade(db)
     _, kept = create_key(db=db, name="kept", scopes="generate", actor="test")
     _, gone = create_key(db=db, name="gone", scopes="generate", actor="test")
 
